@@ -1,9 +1,11 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The reference fixtures live in ../shared/fixtures beside the clone (CI and developers alike);
 # NETPERT_FIXTURES points elsewhere when needed.
 FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
@@ -19,3 +21,15 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny workflow, run once per test session to the end; returns its working directory."""
+    from workflow_utils import run_snakemake, write_tiny_config
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    config = write_tiny_config(workdir)
+    proc = run_snakemake(workdir, config)
+    (workdir / "snakemake.stdout").write_text(proc.stdout + proc.stderr)
+    return workdir

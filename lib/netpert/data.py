@@ -1,0 +1,394 @@
+"""Load, validate and stratify single-cell expression (AnnData, cells x genes).
+
+The workflow's data contract (``results/data/cells.h5ad`` and ``results/strata/{slug}.h5ad``):
+X is a non-negative counts-like float32 CSR matrix, the var index holds unique gene symbols,
+``obs['cell_type']``, ``obs['tissue']`` (when a tissue key is given) and ``obs['stratum']`` (the
+stratum's safe slug) are set, and ``uns['netpert']`` records where the values came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from netpert._io import atomic_dir, atomic_path
+from netpert.errors import InputError
+from netpert.regulators import regulators_in
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = {"pbmc68k_reduced": "scanpy's bundled pbmc68k_reduced (700 PBMCs, 765 genes, 10 cell types in obs['bulk_labels'])"}
+STRATA_TABLE = "strata.tsv"
+
+
+# --------------------------------------------------------------------------------------------- loading
+def load_embedded(name: str) -> ad.AnnData:
+    """An embedded data set, as counts-like values. Only ``pbmc68k_reduced`` exists.
+
+    scanpy ships it log1p-normalised (``.raw.X``); ``expm1`` gives back the normalised,
+    per-cell-scaled values, which are counts-like but NOT raw counts: ``uns['netpert']`` says so.
+    """
+    if name not in EMBEDDED:
+        raise InputError(f"unknown embedded data set 'embedded:{name}'; available: " + ", ".join(f"embedded:{k}" for k in EMBEDDED))
+    import scanpy as sc
+
+    src = sc.datasets.pbmc68k_reduced()
+    raw = src.raw.to_adata()
+    X = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
+    X = np.expm1(X.astype(np.float64)).astype(np.float32)
+    out = ad.AnnData(X=sp.csr_matrix(X), obs=src.obs.copy(), var=pd.DataFrame(index=raw.var_names.copy()))
+    out.uns["netpert"] = {
+        "source": f"embedded:{name}",
+        "description": EMBEDDED[name],
+        "values": "normalised values (expm1 of the log1p-normalised .raw.X), not raw counts",
+        "raw_counts": False,
+    }
+    return out
+
+
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """Read an ``.h5ad`` file, turning every failure into an :class:`InputError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input file '{path}' does not exist; set config key 'input' to an .h5ad file or embedded:pbmc68k_reduced")
+    if path.is_dir():
+        raise InputError(f"input '{path}' is a folder, not an .h5ad file")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as exc:  # anndata/h5py raise many types for corrupt files
+        raise InputError(
+            f"input file '{path}' could not be read as h5ad ({type(exc).__name__}: {exc}); "
+            "check it is a complete AnnData .h5ad file (e.g. re-export it with adata.write_h5ad)"
+        ) from exc
+
+
+def load_input(
+    source: str,
+    counts_layer: str | None = None,
+    gene_symbols: str | None = None,
+) -> ad.AnnData:
+    """Load ``source`` (an .h5ad path or ``embedded:NAME``) as counts-like AnnData.
+
+    ``counts_layer`` takes the values from ``layers[counts_layer]`` instead of X;
+    ``gene_symbols`` takes gene names from that var column instead of the var index.
+    """
+    if source.startswith("embedded:"):
+        adata = load_embedded(source.split(":", 1)[1])
+    else:
+        adata = read_h5ad(source)
+        if counts_layer:
+            if counts_layer not in adata.layers:
+                raise InputError(
+                    f"layer '{counts_layer}' (config key data.counts_layer) is not in '{source}'; layers present: "
+                    f"{', '.join(adata.layers.keys()) or 'none'}. Leave data.counts_layer empty to use X."
+                )
+            adata = ad.AnnData(X=adata.layers[counts_layer], obs=adata.obs, var=adata.var, uns=adata.uns)
+        raw_like = _looks_integer(adata.X)
+        adata.uns["netpert"] = {
+            "source": str(source),
+            "description": f"user file {source}",
+            "values": f"{'raw counts' if raw_like else 'non-integer counts-like values'} from "
+            + (f"layers['{counts_layer}']" if counts_layer else "X"),
+            "raw_counts": bool(raw_like),
+        }
+    if gene_symbols:
+        if gene_symbols not in adata.var.columns:
+            raise InputError(
+                f"var column '{gene_symbols}' (config key data.gene_symbols) is not in the data; var columns present: "
+                f"{', '.join(map(str, adata.var.columns)) or 'none'}"
+            )
+        adata.var_names = adata.var[gene_symbols].astype(str).values
+    return adata
+
+
+def _looks_integer(X) -> bool:
+    vals = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    vals = vals[: 1_000_000]
+    return bool(vals.size == 0 or np.all(np.isfinite(vals)) and np.allclose(vals, np.round(vals)))
+
+
+# --------------------------------------------------------------------------------------------- validation
+def validate(
+    adata: ad.AnnData,
+    cell_type_key: str,
+    tissue_key: str | None = None,
+    min_cells: int = 20,
+    source: str = "input",
+) -> None:
+    """Check the data can go through the workflow; raise :class:`InputError` saying what to fix."""
+    for key, what in ((cell_type_key, "data.cell_type_key"), (tissue_key, "data.tissue_key")):
+        if key is not None and key not in adata.obs.columns:
+            raise InputError(
+                f"obs column '{key}' (config key {what}) is not in {source}; obs columns present: "
+                f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
+            )
+    if adata.n_obs < min_cells:
+        raise InputError(
+            f"{source} has {adata.n_obs} cells, fewer than the minimum of {min_cells} (config key data.min_cells); "
+            "give a larger data set or lower data.min_cells"
+        )
+    if adata.n_vars == 0:
+        raise InputError(f"{source} has no genes")
+    names = pd.Index(adata.var_names)
+    if names.has_duplicates:
+        dups = names[names.duplicated()].unique()
+        raise InputError(
+            f"{source} has {len(dups)} duplicate gene names (e.g. {', '.join(map(str, dups[:5]))}); make them unique "
+            "(adata.var_names_make_unique()) or choose a var column of unique ids with data.gene_symbols"
+        )
+    vals = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+    if not np.issubdtype(np.asarray(vals).dtype, np.number):
+        raise InputError(f"{source}: expression values are not numeric ({np.asarray(vals).dtype})")
+    n_nan = int(np.isnan(vals).sum())
+    if n_nan:
+        raise InputError(f"{source} holds {n_nan} NaN values; counts must be finite and non-negative (impute or drop them first)")
+    n_inf = int(np.isinf(vals).sum())
+    if n_inf:
+        raise InputError(f"{source} holds {n_inf} infinite values; counts must be finite and non-negative")
+    n_neg = int((vals < 0).sum())
+    if n_neg:
+        raise InputError(
+            f"{source} holds {n_neg} negative values (min {float(np.min(vals)):.3g}): this looks like scaled or centred data, "
+            "not counts. Give raw counts (X, or a layer via data.counts_layer)"
+        )
+    if vals.size and float(np.max(vals)) < 30 and not _looks_integer(adata.X) and not str(
+        adata.uns.get("netpert", {}).get("source", "")
+    ).startswith("embedded:"):
+        raise InputError(
+            f"{source} looks log-transformed (all values < 30 and not integers, max {float(np.max(vals)):.3g}), not counts. "
+            "Give raw counts (X, or a layer via data.counts_layer), or undo the log (np.expm1) before running netpert"
+        )
+
+
+def _as_csr32(X) -> sp.csr_matrix:
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=np.float32)
+    return sp.csr_matrix(np.asarray(X, dtype=np.float32))
+
+
+def prepare(
+    adata: ad.AnnData,
+    cell_type_key: str,
+    tissue_key: str | None = None,
+    min_cells: int = 20,
+    min_cells_per_gene: int = 3,
+    regulator_lists: Sequence[str] = ("tfs", "cotfs"),
+    species: str = "human",
+    source: str = "input",
+) -> ad.AnnData:
+    """Validate, filter genes, and return the workflow's ``cells.h5ad`` AnnData."""
+    validate(adata, cell_type_key, tissue_key, min_cells=min_cells, source=source)
+    X = _as_csr32(adata.X)
+    n_expressing = np.asarray((X > 0).sum(axis=0)).ravel()
+    keep = n_expressing >= min_cells_per_gene
+    if not keep.any():
+        raise InputError(
+            f"no gene of {source} is expressed in at least {min_cells_per_gene} cells (config key data.min_cells_per_gene)"
+        )
+    obs = pd.DataFrame(index=adata.obs_names.astype(str))
+    for col in adata.obs.columns:
+        obs[col] = adata.obs[col].values
+    labels = adata.obs[cell_type_key]
+    if labels.isna().any():
+        log.warning("%d cells have no %s label; they are kept in cells.h5ad but belong to no stratum", int(labels.isna().sum()), cell_type_key)
+    obs["cell_type"] = labels.astype("string").fillna("").values
+    if tissue_key:
+        obs["tissue"] = adata.obs[tissue_key].astype("string").fillna("").values
+    out = ad.AnnData(X=X[:, keep], obs=obs, var=pd.DataFrame(index=pd.Index(adata.var_names[keep].astype(str))))
+    out.obs["stratum"] = stratum_names(out.obs, tissue_key is not None).map(slug_map(stratum_names(out.obs, tissue_key is not None)))
+    regs = regulators_in(out.var_names, regulator_lists, species)
+    prov = dict(adata.uns.get("netpert", {}))
+    prov.update(
+        {
+            "cell_type_key": cell_type_key,
+            "tissue_key": tissue_key or "",
+            "n_cells": int(out.n_obs),
+            "n_genes_in": int(adata.n_vars),
+            "n_genes": int(out.n_vars),
+            "min_cells_per_gene": int(min_cells_per_gene),
+            "regulator_lists": list(regulator_lists),
+            "n_regulators_in_data": len(regs),
+        }
+    )
+    out.uns["netpert"] = prov
+    log.info(
+        "%d cells x %d genes kept (%d genes expressed in < %d cells dropped); %d regulators of %s in the data",
+        out.n_obs, out.n_vars, int((~keep).sum()), min_cells_per_gene, len(regs), "+".join(regulator_lists),
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- strata
+def stratum_names(obs: pd.DataFrame, with_tissue: bool) -> pd.Series:
+    """The stratum of each cell: its cell type, or ``tissue | cell type``."""
+    ct = obs["cell_type"].astype(str)
+    if with_tissue and "tissue" in obs.columns:
+        return obs["tissue"].astype(str) + " | " + ct
+    return ct
+
+
+def slugify(name: str) -> str:
+    """A file-name-safe form of a stratum name: "CD4+/CD25 T Reg" -> "CD4pos_CD25_T_Reg"."""
+    s = str(name).replace("+", "pos").replace("-", "neg") if re.search(r"[A-Za-z0-9][+-](\W|$)", str(name)) else str(name)
+    s = re.sub(r"[^A-Za-z0-9]+", "_", s).strip("_")
+    return s or "stratum"
+
+
+def slug_map(names: Sequence[str] | pd.Series) -> dict[str, str]:
+    """Unique slugs for unique names (sorted, so the mapping does not depend on cell order)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in sorted(set(map(str, names))):
+        base = slugify(name)
+        slug, i = base, 2
+        while slug.lower() in used:  # case-insensitive file systems
+            slug, i = f"{base}_{i}", i + 1
+        used.add(slug.lower())
+        out[name] = slug
+    return out
+
+
+@dataclass
+class Stratum:
+    name: str
+    slug: str
+    adata: ad.AnnData
+
+
+def metacells(adata: ad.AnnData, k: int = 5, max_cells: int = 250, n_pcs: int = 30, seed: int = 0) -> ad.AnnData:
+    """PISCES-style metacells: each of up to ``max_cells`` sampled cells summed with its ``k`` nearest neighbours.
+
+    Neighbours come from scanpy (``pp.neighbors`` on a PCA of the log-normalised data); the counts summed
+    are the original ones. obs of a metacell are those of its seed cell, plus ``n_merged``.
+    """
+    import scanpy as sc
+
+    n = adata.n_obs
+    if n < k + 2:
+        raise InputError(f"stratum has {n} cells, too few for metacells of k={k} neighbours (config key strata.metacells.k)")
+    work = ad.AnnData(X=adata.X.copy(), obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
+    sc.pp.normalize_total(work, target_sum=1e4)
+    sc.pp.log1p(work)
+    comps = int(min(n_pcs, n - 1, adata.n_vars - 1))
+    sc.pp.pca(work, n_comps=comps, random_state=seed)
+    sc.pp.neighbors(work, n_neighbors=k + 1, n_pcs=comps, random_state=seed, method="umap", knn=True)
+    dist = work.obsp["distances"].tocsr()
+    rng = np.random.default_rng(seed)
+    seeds = np.sort(rng.choice(n, size=min(max_cells, n), replace=False))
+    X = _as_csr32(adata.X)
+    rows, cols = [], []
+    for j, i in enumerate(seeds):
+        nbrs = dist.indices[dist.indptr[i] : dist.indptr[i + 1]]
+        order = np.argsort(dist.data[dist.indptr[i] : dist.indptr[i + 1]])[:k]
+        members = np.concatenate([[i], nbrs[order]])
+        rows.extend([j] * len(members))
+        cols.extend(members.tolist())
+    agg = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(seeds), n))
+    obs = adata.obs.iloc[seeds].copy()
+    obs["n_merged"] = np.diff(agg.indptr)
+    obs.index = [f"meta_{name}" for name in obs.index]
+    out = ad.AnnData(X=sp.csr_matrix(agg @ X, dtype=np.float32), obs=obs, var=adata.var.copy())
+    out.uns["netpert"] = dict(adata.uns.get("netpert", {}))
+    out.uns["netpert"]["metacells"] = {"k": k, "max_cells": max_cells, "n_pcs": comps, "seed": seed}
+    return out
+
+
+def stratify(
+    adata: ad.AnnData,
+    min_cells: int = 30,
+    max_cells: int | None = None,
+    use_metacells: bool = False,
+    metacell_k: int = 5,
+    metacell_max_cells: int = 250,
+    seed: int = 0,
+) -> tuple[list[Stratum], pd.DataFrame]:
+    """Split ``adata`` (from :func:`prepare`) into strata; return the kept ones and the table of all.
+
+    A stratum is kept with at least ``min_cells`` cells; ``max_cells`` subsamples larger ones
+    (seeded); ``use_metacells`` replaces each kept stratum by its metacells.
+    """
+    with_tissue = bool(adata.uns.get("netpert", {}).get("tissue_key"))
+    names = stratum_names(adata.obs, with_tissue)
+    slugs = slug_map(names)
+    rows, kept = [], []
+    rng = np.random.default_rng(seed)
+    for name in sorted(slugs):
+        idx = np.flatnonzero((names == name).values)
+        row = {
+            "stratum": name,
+            "slug": slugs[name],
+            "cell_type": adata.obs["cell_type"].iloc[idx[0]],
+            "tissue": adata.obs["tissue"].iloc[idx[0]] if with_tissue else "",
+            "n_cells": len(idx),
+        }
+        if name == "" or (with_tissue and name.endswith(" | ")):
+            row.update(status="skipped", reason="cells without a cell-type label", n_output=0)
+        elif len(idx) < min_cells:
+            row.update(status="skipped", reason=f"{len(idx)} cells < strata.min_cells={min_cells}", n_output=0)
+        else:
+            if max_cells and len(idx) > max_cells:
+                idx = np.sort(rng.choice(idx, size=max_cells, replace=False))
+            sub = adata[idx].copy()
+            reason = f"subsampled to {max_cells}" if max_cells and row["n_cells"] > max_cells else ""
+            if use_metacells:
+                sub = metacells(sub, k=metacell_k, max_cells=metacell_max_cells, seed=seed)
+                reason = (reason + "; " if reason else "") + f"{sub.n_obs} metacells of k={metacell_k}"
+            sub.uns["netpert"] = dict(sub.uns.get("netpert", {}), stratum=name, slug=slugs[name])
+            kept.append(Stratum(name, slugs[name], sub))
+            row.update(status="kept", reason=reason, n_output=sub.n_obs)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason"])
+    if not kept:
+        sizes = ", ".join(f"{r['stratum']}: {r['n_cells']}" for r in rows)
+        raise InputError(
+            f"no stratum has at least {min_cells} cells (config key strata.min_cells); sizes seen: {sizes}. "
+            "Lower strata.min_cells or give more cells"
+        )
+    return kept, table
+
+
+def write_strata(strata: list[Stratum], table: pd.DataFrame, outdir: str | Path) -> None:
+    """Write ``{slug}.h5ad`` per kept stratum and ``strata.tsv`` into ``outdir``, atomically as a whole."""
+    with atomic_dir(outdir) as tmp:
+        for s in strata:
+            s.adata.write_h5ad(tmp / f"{s.slug}.h5ad", compression="gzip")
+        table.to_csv(tmp / STRATA_TABLE, sep="\t", index=False)
+
+
+def read_strata_table(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", keep_default_na=False)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+
+
+def prepare_data(
+    source: str,
+    out: str | Path,
+    cell_type_key: str,
+    tissue_key: str | None = None,
+    counts_layer: str | None = None,
+    gene_symbols: str | None = None,
+    min_cells: int = 20,
+    min_cells_per_gene: int = 3,
+    regulator_lists: Sequence[str] = ("tfs", "cotfs"),
+    species: str = "human",
+) -> ad.AnnData:
+    """Rule ``prepare_data``: load, validate, filter and write ``cells.h5ad`` (nothing is written on error)."""
+    adata = load_input(source, counts_layer=counts_layer, gene_symbols=gene_symbols)
+    adata = prepare(
+        adata, cell_type_key, tissue_key, min_cells=min_cells, min_cells_per_gene=min_cells_per_gene,
+        regulator_lists=regulator_lists, species=species, source=f"'{source}'",
+    )
+    write_h5ad(adata, out)
+    return adata

@@ -1,0 +1,104 @@
+"""The Snakemake workflow: lint, formatting, config validation, dry-run of the default, tiny run."""
+
+import subprocess
+import sys
+
+import anndata as ad
+import pandas as pd
+import pytest
+import yaml
+from workflow_utils import ROOT, SNAKEFILE, run_snakemake, write_tiny_config
+
+
+def test_lint_is_clean():
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(SNAKEFILE)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out
+
+
+def test_snakefmt_is_clean():
+    files = [str(SNAKEFILE)] + sorted(str(p) for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_rule_declares_log_benchmark_threads_resources_conda():
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, ResourceSettings
+
+    with SnakemakeApi() as api:
+        wf = api.workflow(
+            snakefile=SNAKEFILE,
+            workdir=ROOT,
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(configfiles=[ROOT / "config" / "config.yaml"]),
+        )
+        rules = wf._workflow.rules
+        assert len(rules) >= 3
+        for rule in rules:
+            if rule.name == "all":
+                continue
+            assert rule.log, f"rule {rule.name} has no log:"
+            assert rule.benchmark, f"rule {rule.name} has no benchmark:"
+            assert rule.conda_env, f"rule {rule.name} has no conda:"
+            assert "_cores" in rule.resources and ("mem_mb" in rule.resources and "runtime" in rule.resources), (
+                f"rule {rule.name} lacks threads/mem_mb/runtime resources"
+            )
+            env = (ROOT / "workflow" / "rules" / rule.conda_env).resolve() if not str(rule.conda_env).startswith("/") else rule.conda_env
+            assert (ROOT / "envs").resolve() in list(env.parents), env
+
+
+def test_dry_run_of_default_config(tmp_path):
+    proc = run_snakemake(tmp_path, ROOT / "config" / "config.yaml", ["-n"])
+    assert "prepare_data" in proc.stdout and "stratify" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"strata": {"min_cells": "many"}}, "'many' is not of type 'integer'"),
+        ({"aracne": {"bootstrapz": 3}}, "'bootstrapz' was unexpected"),
+        ({"isp": {"methods": ["baseline", "warp-drive"]}}, "isp"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, override, message):
+    config = write_tiny_config(tmp_path, **override)
+    proc = run_snakemake(tmp_path, config, ["-n"], check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "Error validating config file" in out and message in out, out[-3000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_config_readme_documents_every_key():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    doc = (ROOT / "config" / "README.md").read_text()
+
+    def keys(node, prefix=""):
+        for k, v in node.get("properties", {}).items():
+            yield prefix + k
+            if isinstance(v, dict) and v.get("type") == "object":
+                yield from keys(v, prefix + k + ".")
+
+    missing = [k for k in keys(schema) if f"`{k}`" not in doc]
+    assert not missing, f"config/README.md does not document: {missing}"
+
+
+@pytest.mark.workflow
+def test_tiny_run_prepares_and_stratifies(tiny_run):
+    res = tiny_run / "results"
+    cells = ad.read_h5ad(res / "data" / "cells.h5ad")
+    assert cells.n_obs == 700 and cells.X.min() >= 0
+    table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
+    kept = table[table.status == "kept"]
+    assert set(kept.slug) == {"Dendritic", "CD14pos_Monocyte", "CD19pos_B"}
+    for slug in kept.slug:
+        assert ad.read_h5ad(res / "strata" / f"{slug}.h5ad").n_obs == 40
+    for rule in ("prepare_data", "stratify"):
+        assert (res / "logs" / f"{rule}.log").read_text().strip()
+        bench = pd.read_csv(res / "benchmarks" / f"{rule}.tsv", sep="\t")
+        assert {"s", "max_rss"} <= set(bench.columns)

@@ -1,0 +1,69 @@
+"""Run the workflow on a tiny config in a temporary directory (workflow, report and slurm tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+
+#: small enough for CI (2 cores): 2 strata of 40 cells, few bootstraps, a 2-layer model
+TINY_CONFIG = {
+    "input": "embedded:pbmc68k_reduced",
+    "results": "results",
+    "data": {"cell_type_key": "bulk_labels", "min_cells_per_gene": 3},
+    "regulators": {"lists": ["tfs", "cotfs"]},
+    "strata": {"min_cells": 90, "max_cells": 40, "seed": 0},
+    "aracne": {"bootstraps": 4, "bootstraps_per_job": 2, "pvalue": 1e-6, "threads": 1, "min_targets": 3},
+    "viper": {"signature": "scale", "min_targets": 3, "top_k": 2},
+    "isp": {
+        "model": "random-init:tiny",
+        "cells_per_stratum": 3,
+        "targets": {"top_k": 2},
+        "methods": "auto",
+        "max_len": 256,
+        "threads": 1,
+        "onnx": {"n_calibration": 8},
+    },
+    "report": {"umap": True},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_tiny_config(directory: str | os.PathLike, **overrides) -> Path:
+    """Write the tiny config (deep-merged with ``overrides``) to ``directory/tiny.yaml``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump(_merge(TINY_CONFIG, overrides), sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir, config_path, extra_args=(), check: bool = True, cores: int = 2, timeout: int = 1800):
+    """Run snakemake on the repository's workflow with ``--directory workdir``."""
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(SNAKEFILE),
+        "--directory", str(workdir),
+        "--configfile", str(config_path),
+        "--cores", str(cores),
+        *extra_args,
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout\n{proc.stdout[-8000:]}\n--- stderr\n{proc.stderr[-8000:]}"
+        )
+    return proc
