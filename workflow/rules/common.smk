@@ -34,9 +34,35 @@ def kept_strata(wildcards=None):
 def final_outputs(wildcards):
     """The final targets of the workflow, stage by stage as their files exist."""
     targets = [out("data/cells.h5ad"), out("strata")]
-    targets += STAGE_TARGETS
+    for target in STAGE_TARGETS:
+        targets += target(wildcards) if callable(target) else [target]
     return targets
 
 
 # each stage file appends its final targets (paths or functions of wildcards) here
 STAGE_TARGETS = []
+
+
+wildcard_constraints:
+    stratum="[A-Za-z0-9_]+",
+    chunk="[0-9]+",
+    method="[a-z0-9_]+",
+
+
+def n_bootstrap_chunks():
+    a = config["aracne"]
+    return -(-a["bootstraps"] // a["bootstraps_per_job"])
+
+
+def bootstrap_seeds(chunk):
+    """Seeds of the bootstraps of one chunk: the base seed plus the bootstrap's index, so the
+    networks do not depend on how the bootstraps were spread over jobs."""
+    a = config["aracne"]
+    first = chunk * a["bootstraps_per_job"]
+    last = min(first + a["bootstraps_per_job"], a["bootstraps"])
+    return [a["seed"] + i for i in range(first, last)]
+
+
+def aracne_mem_mb(input_mb, attempt):
+    """Memory of an ARACNe job from its stratum's file size (dense ranks of every gene), doubled on retry."""
+    return int(max(1000, 40 * input_mb + 500) * attempt)

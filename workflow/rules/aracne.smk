@@ -1,0 +1,90 @@
+# ARACNe per stratum: threshold, bootstrap chunks, consensus and regulons (netpert.aracne).
+
+
+rule aracne_threshold:
+    input:
+        h5ad=out("strata/{stratum}.h5ad"),
+    output:
+        threshold=out("aracne/{stratum}/threshold.txt"),
+        info=out("aracne/{stratum}/threshold.json"),
+    log:
+        log_path("aracne_threshold/{stratum}"),
+    benchmark:
+        bench_path("aracne_threshold/{stratum}")
+    params:
+        pvalue=config["aracne"]["pvalue"],
+        seed=config["aracne"]["seed"],
+        method=config["aracne"]["threshold_method"],
+        cache_dir=out("aracne/null_cache"),
+    threads: config["aracne"]["threads"]
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=30,
+    conda:
+        f"{ENVS}/aracne.yaml"
+    script:
+        "../../scripts/aracne_threshold.py"
+
+
+rule aracne_bootstrap:
+    input:
+        h5ad=out("strata/{stratum}.h5ad"),
+        threshold=out("aracne/{stratum}/threshold.txt"),
+    output:
+        tsv=out("aracne/{stratum}/boot_{chunk}.tsv"),
+    log:
+        log_path("aracne_bootstrap/{stratum}_{chunk}"),
+    benchmark:
+        bench_path("aracne_bootstrap/{stratum}_{chunk}")
+    params:
+        regulators=config["regulators"]["lists"],
+        species=config["regulators"]["species"],
+        seeds=lambda wc: bootstrap_seeds(int(wc.chunk)),
+        resampling=config["aracne"]["resampling"],
+        dpi=config["aracne"]["dpi"],
+        dpi_tolerance=config["aracne"]["dpi_tolerance"],
+        backend=config["aracne"]["backend"],
+    threads: config["aracne"]["threads"]
+    resources:
+        mem_mb=lambda wc, input, attempt: aracne_mem_mb(input.size_mb, attempt),
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        f"{ENVS}/aracne.yaml"
+    script:
+        "../../scripts/aracne_bootstrap.py"
+
+
+rule aracne_consensus:
+    input:
+        boots=lambda wc: expand(
+            out("aracne/{stratum}/boot_{chunk}.tsv"),
+            stratum=wc.stratum,
+            chunk=range(n_bootstrap_chunks()),
+        ),
+        h5ad=out("strata/{stratum}.h5ad"),
+    output:
+        network=out("aracne/{stratum}/network.tsv"),
+        regulon=out("aracne/{stratum}/regulon.tsv"),
+    log:
+        log_path("aracne_consensus/{stratum}"),
+    benchmark:
+        bench_path("aracne_consensus/{stratum}")
+    params:
+        consensus_pvalue=config["aracne"]["consensus_pvalue"],
+        bonferroni=config["aracne"]["bonferroni"],
+        max_targets=config["aracne"]["max_targets"],
+        min_targets=config["aracne"]["min_targets"],
+        n_bootstraps=config["aracne"]["bootstraps"],
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
+    conda:
+        f"{ENVS}/aracne.yaml"
+    script:
+        "../../scripts/aracne_consensus.py"
+
+
+STAGE_TARGETS.append(
+    lambda wc: expand(out("aracne/{stratum}/regulon.tsv"), stratum=kept_strata())
+)
