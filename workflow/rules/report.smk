@@ -15,7 +15,9 @@ rule report:
         metrics=out("isp/metrics.tsv"),
         model=out("isp/model"),
         npz=lambda wc: expand(
-            out("isp/{method}/{stratum}.npz"), method=ISP_METHODS, stratum=kept_strata()
+            out("isp/{method}/{stratum}.npz"),
+            method=ISP_METHODS,
+            stratum=kept_strata(),
         ),
         perf=lambda wc: expand(
             out("isp/{method}/{stratum}.perf.json"),
