@@ -102,3 +102,18 @@ def test_tiny_run_prepares_and_stratifies(tiny_run):
         assert (res / "logs" / f"{rule}.log").read_text().strip()
         bench = pd.read_csv(res / "benchmarks" / f"{rule}.tsv", sep="\t")
         assert {"s", "max_rss"} <= set(bench.columns)
+
+
+@pytest.mark.workflow
+def test_tiny_run_builds_a_network_and_regulon_per_stratum(tiny_run):
+    res = tiny_run / "results"
+    table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
+    for slug in table.loc[table.status == "kept", "slug"]:
+        net = pd.read_csv(res / "aracne" / slug / "network.tsv", sep="\t")
+        assert {"Regulator", "Target", "MI", "pvalue"} <= set(net.columns) and len(net) > 0  # ARACNe-AP format
+        reg = pd.read_csv(res / "aracne" / slug / "regulon.tsv", sep="\t")
+        assert list(reg.columns) == ["regulator", "target", "mor", "likelihood"]
+        assert reg["mor"].between(-1, 1).all() and reg["likelihood"].between(0, 1).all()
+        assert (res / "aracne" / slug / "threshold.txt").read_text().strip()
+        for chunk in (0, 1):
+            assert (res / "logs" / "aracne_bootstrap" / f"{slug}_{chunk}.log").exists()

@@ -15,6 +15,7 @@ rule aracne_threshold:
         pvalue=config["aracne"]["pvalue"],
         seed=config["aracne"]["seed"],
         method=config["aracne"]["threshold_method"],
+        resampling=config["aracne"]["resampling"],
         cache_dir=out("aracne/null_cache"),
     threads: config["aracne"]["threads"]
     resources:

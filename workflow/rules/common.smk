@@ -65,4 +65,4 @@ def bootstrap_seeds(chunk):
 
 def aracne_mem_mb(input_mb, attempt):
     """Memory of an ARACNe job from its stratum's file size (dense ranks of every gene), doubled on retry."""
-    return int(max(1000, 40 * input_mb + 500) * attempt)
+    return int(max(2000, 40 * input_mb + 500) * attempt)
