@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -117,3 +118,17 @@ def test_tiny_run_builds_a_network_and_regulon_per_stratum(tiny_run):
         assert (res / "aracne" / slug / "threshold.txt").read_text().strip()
         for chunk in (0, 1):
             assert (res / "logs" / "aracne_bootstrap" / f"{slug}_{chunk}.log").exists()
+
+
+@pytest.mark.workflow
+def test_tiny_run_scores_activity_and_master_regulators(tiny_run):
+    res = tiny_run / "results"
+    act = ad.read_h5ad(res / "viper" / "activity.h5ad")
+    assert act.n_obs == 700 and act.n_vars > 0 and np.isfinite(act.X).all()
+    assert {"pvalue", "padj"} <= set(act.layers) and "viper" in act.uns
+    assert "cell_type" in act.obs
+    mr = pd.read_csv(res / "viper" / "master_regulators.tsv", sep="\t")
+    table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
+    kept = set(table.loc[table.status == "kept", "slug"])
+    assert kept <= set(mr["stratum"])
+    assert set(mr["regulator"]) <= set(act.var_names)

@@ -1,0 +1,250 @@
+"""VIPER / metaVIPER over cells in blocks: signature -> aREA per network -> pleiotropy -> combination.
+
+Memory: the cells are processed in blocks of ``block_size`` rows. Only one dense block of the
+expression matrix (and its signature) exists at a time; per-gene statistics come from a first
+pass over the blocks (sparse-friendly for CSR input) and, for R's matrix path, a cheap pass finds
+the tail maximum over all cells (it stops at the first cell whose extreme value is unique).
+The output, cells x regulators, is the only full-size array.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from netpert.errors import InputError
+from netpert.viper.area import BACKENDS, area_block, best_tail_max, cell_tail_max, prepare_network
+from netpert.viper.io import read_regulons, validate_regulons
+from netpert.viper.meta import CHOICES, combine
+from netpert.viper.null import nes_pvalues
+from netpert.viper.pleiotropy import PleiotropyArgs, ShadowModel, correct_block
+
+_sig = importlib.import_module("netpert.viper.signature")  # module-level lookups, so tests can spy on dense_rows
+
+log = logging.getLogger(__name__)
+
+
+def _regulon_list(regulons):
+    """``[(name, validated table)]`` from a DataFrame, a list of them or a dict name -> DataFrame."""
+    if isinstance(regulons, pd.DataFrame):
+        items = [("network", regulons)]
+    elif isinstance(regulons, dict):
+        items = list(regulons.items())
+    elif isinstance(regulons, (list, tuple)):
+        items = [(f"network {i + 1}", r) for i, r in enumerate(regulons)]
+    else:
+        raise InputError(f"regulons must be a DataFrame (regulator, target, mor, likelihood), a list or a dict of them; got {type(regulons).__name__}")
+    if not items:
+        raise InputError("no regulon table given")
+    return [(str(name), validate_regulons(df, source=f"regulons '{name}'")) for name, df in items]
+
+
+def _check_overlap(tables, genes: pd.Index) -> None:
+    targets = pd.Index(pd.unique(np.concatenate([t["target"].to_numpy() for _, t in tables if len(t)] or [np.array([], dtype=object)])))
+    if len(targets) == 0:
+        raise InputError("the regulon tables have no edges")
+    absent = targets[~targets.isin(genes)]
+    if len(absent) == len(targets):
+        raise InputError(
+            f"none of the {len(targets)} regulon target genes is in the data (e.g. regulon targets {list(targets[:3])}, "
+            f"data genes {list(genes[:3])}); check that both use the same gene identifiers"
+        )
+    if len(absent):
+        log.warning("%d of %d regulon target genes are absent from the data (e.g. %s); their edges are ignored",
+                    len(absent), len(targets), list(absent[:5]))
+
+
+def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_targets: int = 25, mvws=1,
+          pleiotropy: bool = False, pleiotropy_args: dict | None = None, network_choice: str = "integrate",
+          block_size: int = 5000, reference=None, layer: str | None = None, backend: str = "numba",
+          tail: str = "auto") -> pd.DataFrame:
+    """Protein activity (NES) of every regulator in every cell, as R viper / metaVIPER.
+
+    Parameters
+    ----------
+    data
+        AnnData (cells x genes; ``layer`` picks a layer) or DataFrame (samples x genes); dense or
+        sparse (CSR), never densified whole.
+    regulons
+        A regulon table (``regulator, target, mor, likelihood``), or a list / dict of them for
+        metaVIPER (one network per stratum).
+    method
+        Signature: ``none`` (values as given), ``scale``, ``rank``, ``mad``, ``ttest`` (against
+        ``reference`` or, when None, each cell against the rest) or ``doublerank``; see
+        :mod:`netpert.viper.signature`.
+    eset_filter
+        Rank only the genes named in the network (R's ``eset.filter``).
+    min_targets
+        Minimum regulon size after matching the data's genes (R's ``minsize``).
+    mvws
+        metaVIPER weight exponent, or ``(inflection, slope)`` for R's sigmoid weights.
+    pleiotropy, pleiotropy_args
+        R's pleiotropy correction and its ``pleiotropyArgs`` (dict with regulators, shadow,
+        targets, penalty, method).
+    network_choice
+        ``integrate`` (weighted average over networks) or ``auto`` (per cell the best network, as
+        pyviper's ``mvws="auto"``; the chosen network per cell is in ``result.attrs["network"]``).
+    block_size
+        Cells per block.
+    reference
+        For ``method="ttest"``: boolean mask, cell names or row indices of the reference cells.
+    backend
+        ``numba`` or ``python`` (the plain reference implementation).
+    tail
+        ``auto`` follows R (global tail maximum on the matrix path, per cell on the loop path);
+        ``global`` / ``column`` force one.
+
+    Returns
+    -------
+    DataFrame, cells x regulators (NES). Regulators in network order (metaVIPER: union in order of
+    first appearance). ``attrs``: ``networks`` (names used) and, for ``auto``, ``network``.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}")
+    if network_choice not in CHOICES:
+        raise InputError(f"unknown network_choice {network_choice!r}; use one of {list(CHOICES)}")
+    if int(block_size) < 1:
+        raise InputError(f"block_size must be >= 1, got {block_size}")
+    block_size = int(block_size)
+    X, genes, cells, _ = _sig.as_matrix(data, layer)
+    tables = _regulon_list(regulons)
+    _check_overlap(tables, genes)
+    ref = _sig.resolve_reference(reference, cells)
+    signature = _sig.Signature.fit(X, method, ref, block_size, backend)
+    nets, errors = [], []
+    for name, table in tables:
+        try:
+            nets.append(prepare_network(table, genes, signature.keep, eset_filter, min_targets, tail, name))
+        except InputError as exc:
+            errors.append(exc)
+    if not nets:
+        raise errors[0] if len(errors) == 1 else InputError("; ".join(str(e) for e in errors))
+    for exc in errors:
+        log.warning("network skipped: %s", exc)
+    pargs = PleiotropyArgs.from_any(pleiotropy_args) if pleiotropy else None
+    shadow = [ShadowModel(n) for n in nets] if pleiotropy else None
+
+    n_cells = X.shape[0]
+    blocks = list(_sig.iter_blocks(n_cells, block_size))
+    m_global = [None] * len(nets)
+    if len(blocks) > 1:
+        m_global = _global_tail_maxima(X, signature, nets, blocks)
+    union: list | None = None
+    out: np.ndarray | None = None
+    choice_all = np.zeros(n_cells, dtype=np.int64) if network_choice == "auto" else None
+    for sel in blocks:
+        sig = signature.transform(_sig.dense_rows(X, sel))
+        nes_list = []
+        for k, net in enumerate(nets):
+            nes = area_block(sig, net, m_global[k], backend)
+            if pleiotropy:
+                nes = correct_block(sig, nes, net, pargs, shadow[k])
+            nes_list.append(nes)
+        comb, union, choice = combine(nes_list, [n.regulators for n in nets], network_choice, mvws)
+        if out is None:
+            out = np.empty((n_cells, len(union)))
+        out[sel] = comb
+        if choice_all is not None:
+            choice_all[sel] = choice
+        del sig
+    result = pd.DataFrame(out, index=cells, columns=pd.Index(union, name="regulator"))
+    result.attrs["networks"] = [n.name for n in nets]
+    if choice_all is not None:
+        result.attrs["network"] = np.asarray([nets[i].name for i in choice_all], dtype=object)
+    return result
+
+
+def _global_tail_maxima(X, signature, nets, blocks):
+    """Tail maximum over all cells for networks on R's matrix path (None for the loop path)."""
+    need = [k for k, n in enumerate(nets) if n.tail == "global"]
+    result = [None] * len(nets)
+    if not need:
+        return result
+    best = {k: best_tail_max(nets[k].n_genes) for k in need}
+    cur = {k: -np.inf for k in need}
+    for sel in blocks:
+        sig = signature.transform(_sig.dense_rows(X, sel))
+        for k in need:
+            cur[k] = max(cur[k], float(cell_tail_max(sig, nets[k]).max()))
+        if all(cur[k] >= best[k] for k in need):
+            break
+    for k in need:
+        result[k] = cur[k]
+    return result
+
+
+# --------------------------------------------------------------------------------------------- workflow
+def activity_anndata(data, regulons, **kwargs):
+    """VIPER activity as an AnnData: NES in X, two-sided p-values in ``layers['pvalue']``, BH-adjusted
+    (across the regulators of each cell) in ``layers['padj']``, obs copied from ``data`` (AnnData),
+    the parameters in ``uns['viper']``. Keyword arguments go to :func:`viper`."""
+    import anndata as ad
+
+    nes = viper(data, regulons, **kwargs)
+    p, padj = nes_pvalues(nes)
+    obs = data.obs.copy() if isinstance(data, ad.AnnData) else pd.DataFrame(index=nes.index)
+    out = ad.AnnData(X=nes.to_numpy(np.float64), obs=obs, var=pd.DataFrame(index=nes.columns.astype(str)))
+    out.layers["pvalue"] = p.to_numpy()
+    out.layers["padj"] = padj.to_numpy()
+    if "network" in nes.attrs:
+        out.obs["viper_network"] = pd.Categorical(nes.attrs["network"])
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k not in ("reference",)}
+    params = {k: v for k, v in params.items() if v is None or isinstance(v, (str, int, float, bool, list, dict))}
+    params["networks"] = list(nes.attrs.get("networks", []))
+    out.uns["viper"] = {k: ("None" if v is None else v) for k, v in params.items()}
+    return out
+
+
+def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str = "scale", eset_filter: bool = False,
+              min_targets: int = 10, mvws=1, pleiotropy: bool = False, network_choice: str = "integrate",
+              block_size: int = 5000, backend: str = "numba") -> None:
+    """The workflow's ``viper`` step: cells h5ad + regulon TSVs (one per stratum) -> activity h5ad.
+
+    Empty regulon files are skipped with a warning; an InputError when none is left. Networks are
+    named after their stratum (the regulon file's parent directory). The output is written
+    atomically.
+    """
+    from netpert._io import atomic_path
+    from netpert.data import read_h5ad
+
+    adata = read_h5ad(cells_path)
+    tables = {}
+    for path in regulon_paths:
+        path = Path(path)
+        table = read_regulons(path)
+        name = path.parent.name or path.stem
+        if table.empty:
+            log.warning("regulon file '%s' is empty; stratum '%s' is skipped", path, name)
+            continue
+        if name in tables:
+            name = f"{name}:{path.stem}"
+        tables[name] = table
+    if not tables:
+        raise InputError(f"all {len(regulon_paths)} regulon file(s) are empty ({[str(p) for p in regulon_paths][:5]}); no network to run VIPER with")
+    log.info("VIPER on %d cells x %d genes with %d network(s): %s", adata.n_obs, adata.n_vars, len(tables), list(tables))
+    act = activity_anndata(adata, tables, method=signature, eset_filter=eset_filter, min_targets=min_targets, mvws=mvws,
+                           pleiotropy=pleiotropy, network_choice=network_choice, block_size=block_size, backend=backend)
+    act.uns["viper"]["regulon_files"] = [str(p) for p in regulon_paths]
+    act.uns["viper"]["cells"] = str(cells_path)
+    with atomic_path(activity_path) as tmp:
+        act.write_h5ad(tmp)
+    log.info("wrote %s (%d cells x %d regulators)", activity_path, act.n_obs, act.n_vars)
+
+
+def run_master_regulators(activity_path, tsv_path, top_k: int = 5, groupby: str = "stratum") -> None:
+    """The workflow's ``master_regulators`` step: activity h5ad -> master regulator TSV (atomic)."""
+    from netpert._io import atomic_path
+    from netpert.data import read_h5ad
+    from netpert.viper.master import master_regulators
+
+    act = read_h5ad(activity_path)
+    table = master_regulators(act, groupby=groupby, top_k=top_k)
+    with atomic_path(tsv_path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    log.info("wrote %s (%d rows)", tsv_path, len(table))
+
