@@ -132,3 +132,36 @@ def test_tiny_run_scores_activity_and_master_regulators(tiny_run):
     kept = set(table.loc[table.status == "kept", "slug"])
     assert kept <= set(mr["stratum"])
     assert set(mr["regulator"]) <= set(act.var_names)
+
+
+@pytest.mark.workflow
+def test_tiny_run_perturbs_with_every_cpu_method_and_evaluates(tiny_run):
+    res = tiny_run / "results"
+    table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
+    kept = list(table.loc[table.status == "kept", "slug"])
+    methods = ["baseline", "batched", "amp", "onnx", "onnx_int8"]  # methods: auto on a CPU machine
+    for method in methods:
+        for slug in kept:
+            with np.load(res / "isp" / method / f"{slug}.npz", allow_pickle=False) as npz:
+                assert npz["original"].shape[0] == 3 and npz["perturbed"].shape[0] > 0
+                assert "untrained weights" in str(npz["metadata"])
+    assert not (res / "isp" / "tensorrt").exists()
+    metrics = pd.read_csv(res / "isp" / "metrics.tsv", sep="\t")
+    overall = metrics[metrics.stratum == "all"].set_index("method")
+    assert set(overall.index) == set(methods)
+    assert overall.loc["baseline", "mean_cosine"] == pytest.approx(1.0)
+    for method in methods:
+        assert overall.loc[method, "mean_cosine"] >= 0.999, method
+        assert overall.loc[method, "perturbations_per_s"] > 0
+    assert (res / "isp" / "model.onnx.json").exists() and (res / "isp" / "model.int8.onnx").exists()
+
+
+@pytest.mark.workflow
+def test_snakemake_html_report_holds_the_figures(tiny_run, tmp_path):
+    config = tiny_run / "tiny.yaml"
+    html = tmp_path / "report.html"
+    run_snakemake(tiny_run, config, ["--report", str(html)])
+    text = html.read_text(errors="replace")
+    assert html.stat().st_size > 10_000
+    for name in ("isp__throughput.png", "benchmark_report.md", "benchmark.csv"):
+        assert name in text, name

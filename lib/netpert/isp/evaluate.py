@@ -1,0 +1,154 @@
+"""Rule ``isp_evaluate``: every method's screen against ``baseline``'s, and embedding quality.
+
+Writes ``isp/metrics.tsv``: one row per method and stratum, and one per method over all strata
+(``stratum == "all"``), with
+
+- performance from ``perf.json`` (wall time, perturbations/s, cells/s, peak RSS);
+- consistency with ``baseline`` (:func:`netpert.isp.metrics.consistency`) and ``passes_bar``;
+- effect sizes (mean 1 - cosine of perturbed vs original cell, mean cell shift);
+- embedding quality (:func:`netpert.isp.metrics.embedding_quality`) for the perturbation label
+  (``perturbation_*``: control or the perturbation) and, over all strata, for the cell type
+  (``cell_type_*``), and the control-vs-perturbed separation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from netpert._io import atomic_path
+from netpert.errors import InputError
+from netpert.isp import metrics as M
+from netpert.isp.runner import read_result
+
+log = logging.getLogger(__name__)
+
+BASELINE = "baseline"
+OVERALL = "all"
+
+
+def _key(npz: Path, result: dict) -> tuple[str, str]:
+    meta = result.get("metadata") or {}
+    method = meta.get("method") or npz.parent.name
+    stratum = meta.get("stratum") or npz.stem
+    return str(method), str(stratum)
+
+
+def _pool(results: list[tuple[str, dict]]) -> dict:
+    """Several strata's results as one (cell ids prefixed by the stratum, cell indices offset)."""
+    out = defaultdict(list)
+    offset = 0
+    for stratum, r in results:
+        out["cell_ids"].append(np.char.add(f"{stratum}/", np.asarray(r["cell_ids"]).astype(str)))
+        out["cell_index"].append(np.asarray(r["cell_index"]) + offset)
+        out["stratum_of_cell"].append(np.full(len(r["cell_ids"]), stratum))
+        out["stratum_of_pert"].append(np.full(len(r["perturbation"]), stratum))
+        for key in ("original", "perturbed", "perturbation", "cosine", "cell_shift"):
+            out[key].append(np.asarray(r[key]))
+        offset += len(r["cell_ids"])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _effects(r: dict) -> dict:
+    eff = 1.0 - np.asarray(r["cosine"], dtype=np.float64)
+    shift = np.asarray(r["cell_shift"], dtype=np.float64)
+    return {
+        "mean_effect": float(np.nanmean(eff)) if len(eff) else float("nan"),
+        "max_effect": float(np.nanmax(eff)) if len(eff) else float("nan"),
+        "mean_cell_shift": float(np.nanmean(shift)) if len(shift) and np.isfinite(shift).any() else float("nan"),
+    }
+
+
+def _quality(r: dict, seed: int, cell_types: np.ndarray | None) -> dict:
+    emb = np.concatenate([r["original"], r["perturbed"]])
+    labels = np.concatenate([np.full(len(r["original"]), "control"), np.asarray(r["perturbation"]).astype(str)])
+    out = M.embedding_quality(emb, labels, seed=seed, prefix="perturbation_")
+    if len(r["perturbed"]):
+        out.update(M.control_separation(r["original"], r["perturbed"], seed=seed))
+    if cell_types is not None:
+        out.update(M.embedding_quality(emb, cell_types, seed=seed, prefix="cell_type_"))
+    return out
+
+
+def _perf_row(perfs: list[dict]) -> dict:
+    wall = sum(float(p.get("wall_s") or 0) for p in perfs)
+    n_p = sum(int(p.get("n_perturbations") or 0) for p in perfs)
+    n_c = sum(int(p.get("n_cells") or 0) for p in perfs)
+    rss = [p.get("peak_rss_mb") for p in perfs if p.get("peak_rss_mb") is not None]
+    return {
+        "n_cells": n_c,
+        "n_perturbations": n_p,
+        "wall_s": wall,
+        "perturbations_per_s": n_p / wall if wall > 0 else float("nan"),
+        "cells_per_s": n_c / wall if wall > 0 else float("nan"),
+        "peak_rss_mb": max(rss) if rss else float("nan"),
+        "trained": all(bool(p.get("trained")) for p in perfs),
+    }
+
+
+def evaluate(results: dict[tuple[str, str], dict], perfs: dict[tuple[str, str], dict], bar=None, seed: int = 0) -> pd.DataFrame:
+    """The metrics table from in-memory results keyed by ``(method, stratum)``."""
+    if not results:
+        raise InputError("no ISP results to evaluate: run isp_infer first")
+    bar = {**M.DEFAULT_BAR, **(bar or {})}
+    methods = list(dict.fromkeys(m for m, _ in results))
+    strata = sorted({s for _, s in results})
+    has_baseline = BASELINE in methods
+    if not has_baseline:
+        log.warning("no '%s' among the methods: consistency figures are left empty", BASELINE)
+    rows = []
+    for method in methods:
+        per = [(s, results[(method, s)]) for s in strata if (method, s) in results]
+        missing = [s for s in strata if (method, s) not in results]
+        if missing:
+            raise InputError(f"method {method} has no result for strata {missing}: rerun isp_infer")
+        scopes = [(s, r, [perfs.get((method, s), {})]) for s, r in per]
+        pooled = _pool(per)
+        scopes.append((OVERALL, pooled, [perfs.get((method, s), {}) for s in strata]))
+        for stratum, r, perf in scopes:
+            row = {"method": method, "stratum": stratum, **_perf_row(perf), **_effects(r)}
+            if has_baseline:
+                ref = results[(BASELINE, stratum)] if stratum != OVERALL else _pool(
+                    [(s, results[(BASELINE, s)]) for s in strata]
+                )
+                row.update(M.consistency(r, ref, bar))
+            else:
+                row.update(passes_bar=None, failed_criteria="no baseline to compare with")
+            cell_types = None
+            if stratum == OVERALL and len(strata) > 1:
+                cell_types = np.concatenate([r["stratum_of_cell"], r["stratum_of_pert"]])
+            row.update(_quality(r, seed, cell_types))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if has_baseline:
+        base = table[table["method"] == BASELINE].set_index("stratum")["perturbations_per_s"]
+        table["speedup"] = table["perturbations_per_s"] / table["stratum"].map(base)
+    return table
+
+
+def evaluate_run(npz_paths, perf_paths, out_path, bar=None, seed: int = 0, skipped=None) -> pd.DataFrame:
+    """Read every ``{method}/{stratum}.npz`` and ``.perf.json``, write ``metrics.tsv`` atomically."""
+    results, perfs = {}, {}
+    for path in map(Path, npz_paths):
+        r = read_result(path)
+        results[_key(path, r)] = r
+    for path in map(Path, perf_paths):
+        try:
+            perf = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read ISP timing {path}: {exc} (rerun isp_infer)") from exc
+        perfs[(str(perf.get("method") or path.parent.name), str(perf.get("stratum") or path.name.split(".")[0]))] = perf
+    table = evaluate(results, perfs, bar=bar, seed=seed)
+    for method, reason in (skipped or {}).items():
+        log.info("method %s not run: %s", method, reason)
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
+    under = table[(table["stratum"] == OVERALL) & (table["passes_bar"] == False)]  # noqa: E712
+    for row in under.itertuples():
+        log.warning("method %s is under the consistency bar: %s", row.method, row.failed_criteria)
+    return table

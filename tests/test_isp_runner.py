@@ -1,0 +1,289 @@
+"""ISP methods, batching and the screen (netpert.isp.backends, netpert.isp.runner, netpert.isp.profiling)."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from netpert.errors import InputError
+from netpert.isp.backends import DEFAULT_BATCHING, make_backend, resolve_device, resolve_methods
+from netpert.isp.backends.torch_fast import amp_plan, cpu_bf16_support
+from netpert.isp.model import UNTRAINED_NOTE, build_model, write_model
+from netpert.isp.perturb import make_specs
+from netpert.isp.profiling import Profiler, throughput
+from netpert.isp.runner import (
+    infer_stratum,
+    make_batches,
+    pad_batch,
+    read_result,
+    read_tokens,
+    run_isp,
+    tokenize_stratum,
+)
+from netpert.isp.tokenizer import tokenize_for_model
+
+GENES = [f"G{i}" for i in range(40)]
+
+
+def stratum_cells(n_cells=8, seed=0, stratum="T_cell"):
+    rng = np.random.default_rng(seed)
+    X = rng.poisson(rng.gamma(1.0, 2.0, size=len(GENES)), size=(n_cells, len(GENES))).astype(np.float32)
+    X[:, :4] += rng.integers(1, 5, size=(n_cells, 4))  # G0..G3 expressed everywhere
+    obs = pd.DataFrame({"cell_type": "T cell", "stratum": stratum}, index=[f"{stratum}_{i}" for i in range(n_cells)])
+    return ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=GENES))
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return build_model(stratum_cells(20, seed=1), "random-init:tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokens(bundle):
+    return tokenize_for_model(stratum_cells(), bundle)
+
+
+def cos(a, b):
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_make_batches_strategies():
+    lengths = [5, 9, 4, 9, 3, 7, 8]
+    groups = [0, 0, 0, 1, 1, 2, 2]
+    assert [list(b) for b in make_batches(lengths, groups, "input_order", 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [list(b) for b in make_batches(lengths, groups, "length_sorted", 3)] == [[1, 3, 6], [5, 0, 2], [4]]
+    # whole cells, longest cells first: cell 0 (max 9), cell 1 (9), cell 2 (8)
+    assert [list(b) for b in make_batches(lengths, groups, "cell_grouped", 4)] == [[0, 1, 2], [3, 4, 5, 6]]
+    # a cell larger than a batch gets batches of its own
+    assert [list(b) for b in make_batches(lengths, groups, "cell_grouped", 2)] == [[0, 1], [2], [3, 4], [5, 6]]
+    every = np.sort(np.concatenate(make_batches(lengths, groups, "cell_grouped", 3)))
+    assert list(every) == list(range(7))
+    with pytest.raises(InputError, match="unknown batching 'random'"):
+        make_batches(lengths, groups, "random", 3)
+    with pytest.raises(InputError, match="batch_size must be >= 1"):
+        make_batches(lengths, groups, "input_order", 0)
+
+
+def test_pad_batch():
+    ids, mask = pad_batch([np.array([5, 6, 7]), np.array([8])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def test_methods_agree_with_baseline(bundle, tokens):
+    ids, mask = pad_batch(tokens.input_ids)
+    outs = {m: make_backend(m, bundle, layer=-2, device="cpu").embed(ids, mask, return_tokens=True) for m in ("baseline", "batched", "amp")}
+    base = outs["baseline"]
+    assert base.cell.dtype == np.float32 and base.cell.shape == (len(tokens), 32)
+    assert base.tokens.shape == (len(tokens), ids.shape[1], 32)
+    # baseline = the model's hidden_states[-2] mean over real tokens, computed directly
+    import torch
+
+    with torch.no_grad():
+        hs = bundle.model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), output_hidden_states=True).hidden_states
+    direct = (hs[-2].numpy() * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    np.testing.assert_allclose(base.cell, direct, rtol=1e-5, atol=1e-6)
+    assert cos(outs["batched"].cell, base.cell).min() > 0.9999
+    real = mask.astype(bool)
+    assert cos(outs["batched"].tokens[real], base.tokens[real]).min() > 0.9999
+    assert cos(outs["amp"].cell, base.cell).min() > 0.99  # bf16: looser
+    # batched alone, in other batches (length-sorted, unpadded) still agrees
+    fast = make_backend("batched", bundle, layer=-2, device="cpu")
+    for i, seq in enumerate(tokens.input_ids[:3]):
+        one = fast.embed(*pad_batch([seq]))
+        assert cos(one.cell[0], base.cell[i]) > 0.9999
+
+
+def test_layers_and_descriptions(bundle, tokens):
+    ids, mask = pad_batch(tokens.input_ids[:2])
+    last = make_backend("batched", bundle, layer=-1, device="cpu")
+    assert last.describe()["layer"] == 2 and last.describe()["module"].startswith("BertModel: embeddings + 2")
+    base_last = make_backend("baseline", bundle, layer=-1, device="cpu")
+    np.testing.assert_allclose(last.embed(ids, mask).cell, base_last.embed(ids, mask).cell, rtol=1e-4, atol=1e-5)
+    d = make_backend("amp", bundle, device="cpu").describe()
+    assert d["amp_dtype"] == "bfloat16" and isinstance(d["amp_effective"], bool) and "bf16" in d["amp_note"]
+    assert amp_plan("cuda")["amp_dtype"] == "float16"
+    ok, why = cpu_bf16_support()
+    assert isinstance(ok, bool) and why
+    with pytest.raises(InputError, match="layer 5 does not exist"):
+        make_backend("batched", bundle, layer=5, device="cpu")
+
+
+def test_registry_errors_and_resolution(bundle, tmp_path):
+    methods, skipped = resolve_methods("auto", "cpu")
+    assert methods[:3] == ["baseline", "batched", "amp"] and "tensorrt" in skipped
+    methods, skipped = resolve_methods(["batched", "tensorrt"], "cpu")
+    assert methods == ["batched"] and "CUDA" in skipped["tensorrt"]
+    with pytest.raises(InputError, match="unknown ISP method 'fast'"):
+        resolve_methods(["fast"], "cpu")
+    with pytest.raises(InputError, match="unknown ISP method 'fast'"):
+        make_backend("fast", bundle)
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        make_backend("batched", bundle, device="tpu")
+    with pytest.raises(InputError, match="'auto' or a list"):
+        resolve_methods("all", "cpu")
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(InputError, match="needs its artifact"):
+        make_backend("onnx", bundle, device="cpu")
+    with pytest.raises(InputError, match="artifact for method onnx not found"):
+        make_backend("onnx", bundle, device="cpu", artifacts=[tmp_path / "model.onnx"])
+    assert DEFAULT_BATCHING["onnx_int8"] == "cell_grouped" and DEFAULT_BATCHING["baseline"] == "input_order"
+
+
+def test_bad_batches_are_input_errors(bundle):
+    fast = make_backend("batched", bundle, device="cpu")
+    with pytest.raises(InputError, match="same shape"):
+        fast.embed(np.ones((2, 3)), np.ones((2, 4)))
+    with pytest.raises(InputError, match="all 0"):
+        fast.embed(np.ones((2, 3)), np.array([[1, 1, 1], [0, 0, 0]]))
+    with pytest.raises(InputError, match="exceeds the model's 256 positions"):
+        fast.embed(np.ones((1, 300)), np.ones((1, 300)))
+
+
+# --------------------------------------------------------------------------- the screen
+
+
+def test_screen_shifts_match_a_direct_computation(bundle, tokens):
+    specs = make_specs(["G0", "G1", "G39"], bundle.token_dictionary, "delete", pairs=True)
+    backend = make_backend("batched", bundle, device="cpu")
+    res = run_isp(backend, tokens.input_ids, tokens.cell_ids, specs, id_to_gene=bundle.id_to_gene(),
+                  special_ids=bundle.special_ids, batch_size=5, batching="length_sorted", top_n=3)
+    tok = bundle.token_dictionary
+    # direct: embed each cell and each perturbed cell alone, compare genes by id
+    for row in res.table.itertuples():
+        cell = np.asarray(tokens.input_ids[row.cell_index], dtype=np.int64)
+        targets = [tok[g] for g in row.targets.split("+")]
+        pert = cell[~np.isin(cell, targets)]
+        o = backend.embed(*pad_batch([cell]), return_tokens=True)
+        p = backend.embed(*pad_batch([pert]), return_tokens=True)
+        assert cos(o.cell[0], p.cell[0]) == pytest.approx(row.cosine, abs=1e-5)
+        np.testing.assert_allclose(res.original[row.cell_index], o.cell[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(res.perturbed[row.Index], p.cell[0], rtol=1e-4, atol=1e-5)
+        keep = ~np.isin(cell, targets)
+        gene_cos = cos(o.tokens[0, keep], p.tokens[0])  # the remaining genes keep their order
+        assert row.cell_shift == pytest.approx(gene_cos.mean(), abs=1e-5)
+        assert row.n_genes_compared == keep.sum()
+        worst = np.argsort(gene_cos, kind="stable")[:3]
+        inv = bundle.id_to_gene()
+        assert list(res.top_genes[row.Index]) == [inv[int(cell[keep][k])] for k in worst]
+        np.testing.assert_allclose(res.top_cosines[row.Index], gene_cos[worst], atol=1e-5)
+    # G39 is rarely expressed: skipped cells are counted, not run
+    n_expr = sum(int(tok["G39"] in c) for c in tokens.input_ids)
+    assert res.skipped["delete:G39"] == len(tokens) - n_expr
+    assert (res.table["perturbation"] == "delete:G0+G1").sum() == len(tokens)
+    assert res.stats["n_sequences"] == len(tokens) + len(res.table)
+
+
+@pytest.mark.parametrize("batching", ["input_order", "cell_grouped"])
+def test_batching_does_not_change_the_results(bundle, tokens, batching):
+    specs = make_specs(["G2", "G3"], bundle.token_dictionary, "overexpress")
+    backend = make_backend("batched", bundle, device="cpu")
+    kw = dict(id_to_gene=bundle.id_to_gene(), special_ids=bundle.special_ids, max_len=bundle.max_len)
+    ref = run_isp(backend, tokens.input_ids, tokens.cell_ids, specs, batch_size=1, batching="input_order", **kw)
+    res = run_isp(backend, tokens.input_ids, tokens.cell_ids, specs, batch_size=7, batching=batching, **kw)
+    np.testing.assert_allclose(res.table["cosine"], ref.table["cosine"], atol=1e-5)
+    np.testing.assert_allclose(res.table["cell_shift"], ref.table["cell_shift"], atol=1e-5)
+    assert cos(res.perturbed, ref.perturbed).min() > 0.9999
+
+
+def test_profiler_measures():
+    with Profiler(interval=0.01, gpu=False) as prof:
+        x = np.ones((300, 300))
+        for _ in range(30):
+            x = x @ x / 300
+    s = prof.summary()
+    assert s["wall_s"] > 0 and s["peak_rss_mb"] > 10 and s["ru_maxrss_mb"] >= s["peak_rss_mb"] * 0.5
+    assert s["cpu_time_s"] >= 0 and s["gpu"] is None
+    assert throughput(10, 5, 15, 2.0) == {"perturbations_per_s": 5.0, "cells_per_s": 2.5, "sequences_per_s": 7.5}
+
+
+# --------------------------------------------------------------------------- workflow functions
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("isp") / "model"
+    write_model(stratum_cells(20, seed=1), out, spec="random-init:tiny", seed=0)
+    return out
+
+
+def test_tokenize_and_infer_end_to_end(model_dir, tmp_path):
+    mrs = tmp_path / "master_regulators.tsv"
+    pd.DataFrame(
+        {"stratum": ["T_cell", "T_cell", "T_cell", "B_cell"], "regulator": ["G3", "G1", "G2", "G5"],
+         "mean_nes": [2.0, -3.0, 1.0, 4.0], "rank": [2, 1, 3, 1]}
+    ).to_csv(mrs, sep="\t", index=False)
+    tok_path = tmp_path / "tokens" / "T_cell.parquet"
+    meta = tokenize_stratum(stratum_cells(12), model_dir, tok_path, targets_path=mrs, top_k=2, cells_per_stratum=6, seed=1)
+    assert meta["targets"] == ["G1", "G3"] and meta["n_cells"] == 6 and meta["n_cells_in_stratum"] == 12
+    frame = pd.read_parquet(tok_path)
+    assert list(frame.columns) == ["cell_id", "input_ids", "length"] and len(frame) == 6
+    assert (frame["length"] == frame["input_ids"].map(len)).all()
+    tf = read_tokens(tok_path)
+    assert [s.label for s in tf.specs] == ["delete:G1", "delete:G3"]
+    outs = {}
+    for method in ("baseline", "batched"):
+        npz, perf = tmp_path / method / "T_cell.npz", tmp_path / method / "T_cell.perf.json"
+        infer_stratum(tok_path, model_dir, npz, perf, method=method, layer=-2, device="cpu", threads=1)
+        outs[method] = read_result(npz)
+        p = json.loads(perf.read_text())
+        assert p["n_cells"] == 6 and p["n_perturbations"] == 12 and p["n_sequences"] == 18
+        assert p["note"] == UNTRAINED_NOTE and p["trained"] is False
+        assert p["perturbations_per_s"] > 0 and p["peak_rss_mb"] > 0 and p["batching"] == DEFAULT_BATCHING[method]
+        assert p["backend"]["method"] == method
+        assert outs[method]["metadata"]["note"] == UNTRAINED_NOTE
+    a, b = outs["baseline"], outs["batched"]
+    assert a["original"].shape == (6, 32) and a["perturbed"].shape == (12, 32)
+    assert list(a["perturbation"][:2]) == ["delete:G1", "delete:G3"]
+    assert cos(a["perturbed"], b["perturbed"]).min() > 0.9999
+    np.testing.assert_allclose(a["cell_shift"], b["cell_shift"], atol=1e-5)
+    # pairs and a list of genes
+    meta = tokenize_stratum(stratum_cells(4), model_dir, tmp_path / "list.parquet", targets_source="list",
+                            genes=["G0", "G2"], pairs=True, perturbation="inhibit", shift_fraction=0.5)
+    assert meta["applicable"] == {"inhibit:G0": 4, "inhibit:G2": 4, "inhibit:G0+G2": 4}
+
+
+def test_workflow_input_errors(model_dir, tmp_path):
+    mrs = tmp_path / "mr.tsv"
+    pd.DataFrame({"stratum": ["T_cell"], "regulator": ["NOPE1"], "rank": [1]}).to_csv(mrs, sep="\t", index=False)
+    with pytest.raises(InputError, match="not in the model's vocabulary: NOPE1"):
+        tokenize_stratum(stratum_cells(), model_dir, tmp_path / "t.parquet", targets_path=mrs)
+    with pytest.raises(InputError, match="no master regulators for stratum 'B_cell'"):
+        tokenize_stratum(stratum_cells(stratum="B_cell"), model_dir, tmp_path / "t.parquet", targets_path=mrs)
+    with pytest.raises(InputError, match="is empty"):
+        tokenize_stratum(stratum_cells()[:0], model_dir, tmp_path / "t.parquet", targets_source="list", genes=["G0"])
+    with pytest.raises(InputError, match="isp.targets.genes is empty"):
+        tokenize_stratum(stratum_cells(), model_dir, tmp_path / "t.parquet", targets_source="list")
+    with pytest.raises(InputError, match="unknown perturbation"):
+        tokenize_stratum(stratum_cells(), model_dir, tmp_path / "t.parquet", targets_source="list", genes=["G0"], perturbation="ko")
+    assert not (tmp_path / "t.parquet").exists()
+    tok = tmp_path / "ok.parquet"
+    tokenize_stratum(stratum_cells(), model_dir, tok, targets_source="list", genes=["G0"])
+    with pytest.raises(InputError, match="unknown ISP method 'turbo'"):
+        infer_stratum(tok, model_dir, tmp_path / "x.npz", tmp_path / "x.json", method="turbo")
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        infer_stratum(tok, model_dir, tmp_path / "x.npz", tmp_path / "x.json", method="batched", device="gpu")
+    with pytest.raises(InputError, match="missing token_dictionary.json"):
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        for f in ("config.json", "model.safetensors", "netpert_model.json"):
+            (broken / f).write_bytes((model_dir / f).read_bytes())
+        infer_stratum(tok, broken, tmp_path / "x.npz", tmp_path / "x.json", method="batched", device="cpu")
+    with pytest.raises(InputError, match="token file not found"):
+        infer_stratum(tmp_path / "none.parquet", model_dir, tmp_path / "x.npz", tmp_path / "x.json", method="batched")
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.json").exists()
