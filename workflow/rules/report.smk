@@ -1,4 +1,5 @@
 # The benchmark report: aggregation of every stage's outputs and Snakemake benchmarks (netpert.report).
+import os
 
 
 rule report:
@@ -48,7 +49,7 @@ rule report:
     benchmark:
         bench_path("report")
     params:
-        results=RESULTS,
+        results=lambda wc, input: os.path.dirname(input.strata),
         benchmarks=out("benchmarks"),
         skipped=ISP_SKIPPED,
         methods=ISP_METHODS,

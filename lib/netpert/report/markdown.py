@@ -1,0 +1,403 @@
+"""``benchmark_report.md``: environment, model, data set, figures with readings computed from
+the data, the methods table with the consistency bar, and what did not run and why."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from netpert.report.aggregate import ReportData, fastest_method, quality_table
+from netpert.report.plots import UNTRAINED_NOTE
+
+NA = "n/a"
+
+
+# --------------------------------------------------------------------------- formatting
+def fmt(v, digits: int = 3, unit: str = "") -> str:
+    """A number with ``digits`` significant digits (or "n/a" when missing)."""
+    if v is None or isinstance(v, str) and not v:
+        return NA
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, str):
+        return v
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(x):
+        return NA
+    text = f"{x:.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
+    return f"{text}{unit}"
+
+
+def fmt_cos(v) -> str:
+    """A cosine / correlation near 1, with enough digits to see the distance from 1."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return NA
+    if not math.isfinite(x):
+        return NA
+    return f"{x:.4f}" if x < 0.9999 else f"{x:.6f}"
+
+
+def md_table(rows: Sequence[Sequence], header: Sequence[str], align: str | None = None) -> str:
+    """A GitHub-flavoured markdown table (cells already formatted; '|' escaped)."""
+    def cell(c):
+        return str(c).replace("|", "\\|").replace("\n", " ")
+
+    align = align or "l" * len(header)
+    sep = ["---:" if a == "r" else ":---:" if a == "c" else "---" for a in align]
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _get(row, key):
+    return row[key] if key in row.index else None
+
+
+# --------------------------------------------------------------------------- readings
+def reading_throughput(data: ReportData) -> str:
+    m = data.methods
+    fast = fastest_method(m, data.baseline)
+    if fast is None:
+        return "No throughput could be compared (no baseline timing)."
+    row = m.set_index("method").loc[fast]
+    if fast == data.baseline:
+        text = f"{data.baseline} is the fastest method ({fmt(row['perturbations_per_s'])} perturbations/s); no method beat it here"
+    else:
+        text = (f"{fast} is the fastest: {row['speedup']:.1f}x {data.baseline} "
+                f"({fmt(row['perturbations_per_s'])} vs {fmt(m.set_index('method').loc[data.baseline, 'perturbations_per_s'])} "
+                f"perturbations/s) at mean cosine {fmt_cos(row.get('mean_cosine'))}")
+    if row.get("passes_bar") is False:
+        ok = fastest_method(m, data.baseline, require_bar=True)
+        text += " but it is under the consistency bar"
+        if ok and ok != data.baseline:
+            r2 = m.set_index("method").loc[ok]
+            text += f"; the fastest within the bar is {ok}: {r2['speedup']:.1f}x at mean cosine {fmt_cos(r2.get('mean_cosine'))}"
+        elif ok == data.baseline:
+            text += f"; no method beats {data.baseline} within the bar"
+    return text + "."
+
+
+def reading_memory(data: ReportData) -> str:
+    m = data.methods.dropna(subset=["peak_rss_mb"]) if "peak_rss_mb" in data.methods else pd.DataFrame()
+    if m.empty:
+        return "No memory measurements."
+    lo, hi = m.loc[m["peak_rss_mb"].idxmin()], m.loc[m["peak_rss_mb"].idxmax()]
+    text = f"{lo['method']} peaks lowest at {lo['peak_rss_mb']:.0f} MB resident, {hi['method']} highest at {hi['peak_rss_mb']:.0f} MB"
+    if "gpu_peak_mem_mb" in m and m["gpu_peak_mem_mb"].notna().any():
+        g = m.dropna(subset=["gpu_peak_mem_mb"])
+        gh = g.loc[g["gpu_peak_mem_mb"].idxmax()]
+        text += f"; on the GPU {gh['method']} peaks highest at {gh['gpu_peak_mem_mb']:.0f} MB"
+    return text + "."
+
+
+def reading_consistency(data: ReportData) -> str:
+    m = data.methods[data.methods["method"] != data.baseline]
+    if m.empty:
+        return "Only the baseline ran: nothing to compare."
+    bar = data.bar
+    bar_text = ", ".join(f"{k.replace('_', ' ')} >= {v:g}" for k, v in bar.items())
+    judged = m[m["passes_bar"].map(lambda v: v is not None)]
+    fails = judged[judged["passes_bar"].map(lambda v: v is False)]
+    text = f"{len(judged) - len(fails)} of {len(judged)} methods meet the bar ({bar_text})"
+    if not fails.empty:
+        text += "; under it: " + ", ".join(
+            f"{r['method']} ({r['bar_failures'] or 'flagged by isp_evaluate'})" for _, r in fails.iterrows()
+        )
+    if "mean_cosine" in m and m["mean_cosine"].notna().any():
+        worst = m.loc[m["mean_cosine"].astype(float).idxmin()]
+        text += f"; lowest mean cosine: {worst['method']} ({fmt_cos(worst['mean_cosine'])})"
+    return text + "."
+
+
+def reading_umap(data: ReportData, points: Mapping[str, tuple] | None) -> str:
+    if not points:
+        return "No embeddings to show."
+    parts = []
+    for method, (X, labels) in points.items():
+        labels = np.asarray(labels)
+        n_orig = int((labels == "original").sum())
+        kinds = sorted(set(labels) - {"original"})
+        parts.append(f"{method}: {n_orig} original cells and {len(labels) - n_orig} perturbed embeddings "
+                     f"({len(kinds)} perturbation{'s' if len(kinds) != 1 else ''})")
+    return "; ".join(parts) + "."
+
+
+def reading_quality(data: ReportData) -> str:
+    q = quality_table(data.methods)
+    cols = [c for c in q.columns if c != "method"]
+    if not cols:
+        return "No embedding-quality metrics."
+    parts = []
+    for c in cols:
+        s = q.dropna(subset=[c])
+        lo, hi = s[c].min(), s[c].max()
+        parts.append(f"{c.replace('_', ' ')} {fmt(lo)}" + (f" to {fmt(hi)}" if hi != lo else " for every method"))
+    text = "; ".join(parts) + "."
+    if data.model.get("trained") is False:
+        text = f"({UNTRAINED_NOTE}: these numbers describe random weights) " + text
+    return text
+
+
+def reading_stages(data: ReportData) -> str:
+    s = data.stages.dropna(subset=["seconds"])
+    if s.empty:
+        return "No Snakemake benchmark files."
+    total = s["seconds"].sum()
+    top = s.loc[s["seconds"].idxmax()]
+    mem = s.dropna(subset=["max_rss_mb"])
+    text = (f"{top['stage']} takes the longest: {top['seconds']:.1f} s over {int(top['n_jobs'])} job(s), "
+            f"{100 * top['seconds'] / total:.0f}% of {total:.1f} s summed over {int(s['n_jobs'].sum())} jobs")
+    if not mem.empty:
+        big = mem.loc[mem["max_rss_mb"].idxmax()]
+        text += f"; the largest job memory is {big['max_rss_mb']:.0f} MB ({big['stage']})"
+    return text + "."
+
+
+def reading_mr(data: ReportData) -> str:
+    a = data.mr_activity
+    if a.empty:
+        return "No master-regulator activity."
+    values = a.to_numpy(dtype=float)
+    i, j = np.unravel_index(np.nanargmax(np.abs(values)), values.shape)
+    return (f"{a.shape[1]} master regulators over {a.shape[0]} cell types; the strongest mean activity is "
+            f"{a.columns[j]} in {a.index[i]} (mean NES {values[i, j]:+.2f}).")
+
+
+def reading_networks(data: ReportData) -> str:
+    n = data.networks.dropna(subset=["n_edges"])
+    if n.empty:
+        return "No ARACNe networks."
+    labels = dict(zip(data.strata["slug"], data.strata.get("cell_type", data.strata["slug"])))
+    big, small = n.loc[n["n_edges"].idxmax()], n.loc[n["n_edges"].idxmin()]
+    if big["n_edges"] == small["n_edges"]:
+        if big["n_edges"] == 0:
+            return f"Every network ({len(n)}) is empty: no edge passed ARACNe's threshold and the bootstrap consensus."
+        return f"Every network ({len(n)}) has {int(big['n_edges'])} edges."
+    text = (f"{labels.get(big['stratum'], big['stratum'])} has the largest network ({int(big['n_edges'])} edges, "
+            f"{fmt(big['n_regulators'])} regulators)")
+    if len(n) > 1:
+        text += f"; {labels.get(small['stratum'], small['stratum'])} the smallest ({int(small['n_edges'])} edges)"
+    return text + "."
+
+
+FIGURE_TITLES = {
+    "isp__throughput.png": ("ISP throughput and speedup per method", reading_throughput),
+    "isp__memory.png": ("ISP memory per method", reading_memory),
+    "isp__consistency.png": ("ISP consistency with the baseline", reading_consistency),
+    "isp__umap.png": ("UMAP of cell embeddings by perturbation", None),
+    "isp__embedding_quality.png": ("Embedding quality per method", reading_quality),
+    "workflow__stage_time.png": ("Time and memory per workflow rule", reading_stages),
+    "viper__master_regulators.png": ("Master-regulator activity per cell type", reading_mr),
+    "aracne__network_size.png": ("ARACNe network size per stratum", reading_networks),
+}
+
+
+# --------------------------------------------------------------------------- sections
+def section_environment(env: Mapping) -> str:
+    cores = f"{fmt(env.get('cores_logical'))} logical / {fmt(env.get('cores_physical'))} physical"
+    if env.get("cpu_affinity") is not None:
+        cores += f" ({env['cpu_affinity']} usable by this process)"
+    rows = [
+        ("CPU", env.get("cpu_model") or NA),
+        ("Cores", cores),
+        ("RAM", fmt(env.get("ram_gb"), 4, " GiB")),
+        ("GPU", env.get("gpu") or "none"),
+        ("CPU bf16 support", fmt(env.get("cpu_bf16")) if env.get("cpu_bf16") is not None else NA),
+        ("Platform", env.get("platform") or NA),
+        ("Python", env.get("python") or NA),
+    ]
+    out = ["## Environment", "", md_table(rows, ["", ""]), ""]
+    pkgs = env.get("packages") or {}
+    if pkgs:
+        out += ["Package versions:", "", md_table([(k, v or "not installed") for k, v in pkgs.items()], ["package", "version"]), ""]
+    return "\n".join(out)
+
+
+def section_model(data: ReportData) -> str:
+    info = data.model
+    trained = info.get("trained")
+    rows = [("specification", info.get("spec") or info.get("source") or NA),
+            ("weights", "trained" if trained else "untrained (random initialisation)" if trained is False else NA)]
+    flat = {**{k: v for k, v in info.items() if not isinstance(v, (dict, list))},
+            **{k: v for k, v in (info.get("architecture") or {}).items() if not isinstance(v, (dict, list))}}
+    for key, label in (("kind", "kind"), ("preset", "preset"), ("class", "architecture"),
+                       ("num_hidden_layers", "layers"), ("n_layers", "layers"), ("hidden_size", "hidden size"),
+                       ("num_attention_heads", "attention heads"), ("max_position_embeddings", "max input length"),
+                       ("vocab_size", "vocabulary size"), ("n_genes_in_vocabulary", "genes in the vocabulary"),
+                       ("n_parameters", "parameters"), ("seed", "seed"), ("sha256", "weights sha256")):
+        if key in flat and flat[key] is not None and label not in {r[0] for r in rows}:
+            v = flat[key]
+            rows.append((label, v if isinstance(v, str) else f"{v:,}" if isinstance(v, int) else fmt(v, 6)))
+    out = ["## Model", "", md_table(rows, ["", ""]), ""]
+    for name, rep in data.artifacts.items():
+        facts = []
+        for key in ("exporter", "opset", "max_abs_diff", "atol", "passed", "chosen", "select_used", "precision",
+                    "file_size_bytes", "export_seconds", "build_seconds"):
+            if key in rep and rep[key] is not None and not isinstance(rep[key], (dict, list)):
+                v = rep[key]
+                if key == "file_size_bytes":
+                    facts.append(f"file size {float(v) / 2**20:.1f} MiB")
+                else:
+                    facts.append(f"{key.replace('_', ' ')} {v if isinstance(v, str) else fmt(v, 4)}")
+        out.append(f"- `{name}`: " + ("; ".join(facts) if facts else "built") + ".")
+        candidates = rep.get("candidates")
+        if isinstance(candidates, dict) and candidates:
+            rows = []
+            for cname, c in candidates.items():
+                c = c if isinstance(c, dict) else {}
+                rows.append((cname + (" (kept)" if cname == rep.get("chosen") else ""), fmt_cos(c.get("mean_cosine")),
+                             fmt_cos(c.get("min_cosine")), fmt(c.get("passed")) if "passed" in c else NA,
+                             c.get("error", "")))
+            out += ["", "  int8 recipes scored against fp32 on held-out cells:", "",
+                    "  " + md_table(rows, ["recipe", "mean cosine", "min cosine", "passes", "error"]).replace("\n", "\n  "),
+                    ""]
+    if data.artifacts:
+        out.append("")
+    return "\n".join(out)
+
+
+def section_dataset(data: ReportData) -> str:
+    ds = data.dataset
+    st = data.strata
+    lines = ["## Data set", ""]
+    head = [f"input `{ds['input']}`" if ds.get("input") else None,
+            f"cell types from obs column `{ds['cell_type_key']}`" if ds.get("cell_type_key") else None,
+            f"{fmt(ds.get('n_cells'))} cells in {fmt(ds.get('n_strata'))} strata, {fmt(ds.get('n_kept'))} kept"]
+    lines.append("; ".join(h for h in head if h) + ".")
+    lines.append("")
+    cols = [c for c in ("stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason") if c in st.columns]
+    if "tissue" in cols and (st["tissue"].astype(str) == "").all():
+        cols.remove("tissue")
+    lines.append(md_table(st[cols].astype(str).values.tolist(), cols))
+    lines.append("")
+    return "\n".join(lines)
+
+
+METHOD_COLUMNS = (
+    ("method", "method", str),
+    ("wall_s", "time (s)", lambda v: fmt(v, 3)),
+    ("perturbations_per_s", "perturbations/s", lambda v: fmt(v, 3)),
+    ("cells_per_s", "cells/s", lambda v: fmt(v, 3)),
+    ("speedup", "speedup", lambda v: fmt(v, 3, "x")),
+    ("peak_rss_mb", "peak RSS (MB)", lambda v: fmt(v, 4)),
+    ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda v: fmt(v, 4)),
+    ("cpu_percent", "CPU %", lambda v: fmt(v, 3)),
+    ("mean_cosine", "mean cosine", fmt_cos),
+    ("min_cosine", "min cosine", fmt_cos),
+    ("spearman", "Spearman (effects)", fmt_cos),
+    ("max_shift_diff", "max shift diff", lambda v: fmt(v, 3)),
+)
+
+
+def section_methods(data: ReportData) -> str:
+    m = data.methods
+    out = ["## ISP methods", ""]
+    if m.empty:
+        out += ["No ISP method ran.", ""]
+    else:
+        cols = [c for c in METHOD_COLUMNS if c[0] in m.columns and (c[0] in ("method", "wall_s", "speedup", "mean_cosine")
+                                                                     or m[c[0]].notna().any())]
+        rows = []
+        for _, r in m.iterrows():
+            cells = [f(r[k]) if k != "method" else f"**{r[k]}**" for k, _, f in cols]
+            p = r["passes_bar"]
+            if r["method"] == data.baseline:
+                cells.append("reference")
+            elif p is True:
+                cells.append("pass")
+            elif p is False:
+                cells.append("**UNDER THE BAR**" + (f": {r['bar_failures']}" if r["bar_failures"] else ""))
+            else:
+                cells.append(NA)
+            rows.append(cells)
+        out.append(md_table(rows, [c[1] for c in cols] + ["consistency bar"], "l" + "r" * (len(cols) - 1) + "l"))
+        bar_text = ", ".join(f"{k.replace('_', ' ')} >= {v:g}" for k, v in data.bar.items())
+        out += ["", f"Consistency is measured against `{data.baseline}`; the bar is {bar_text}. "
+                "Speedup is perturbations per second over the baseline's. Peak RSS is the inference job's.", ""]
+        facts = data.method_facts
+        if not facts.empty and facts.shape[1] > 1:
+            keep = [c for c in facts.columns if c != "method" and facts[c].notna().any()]
+            if keep:
+                out += ["How each method ran:", "",
+                        md_table(facts[["method", *keep]].fillna(NA).astype(str).values.tolist(),
+                                 ["method", *[c.removeprefix("backend.").replace("_", " ") for c in keep]]), ""]
+        notes = sorted({n for n in data.perf.get("note", pd.Series(dtype=object)).dropna().astype(str)
+                        for n in n.split("; ") if n and n != "untrained weights: timings and consistency only"})
+        if notes:
+            out += ["Notes from the runs:", ""] + [f"- {n}" for n in notes] + [""]
+    out += ["### Not run", ""]
+    if data.skipped:
+        out += [md_table([(k, v) for k, v in data.skipped.items()], ["method", "why"]), ""]
+    else:
+        out += ["Every requested method ran.", ""]
+    return "\n".join(out)
+
+
+def section_stages(data: ReportData) -> str:
+    s = data.stages
+    out = ["## Workflow stages", ""]
+    if s.empty:
+        return "\n".join(out + ["No Snakemake benchmark files were found.", ""])
+    rows = [(r["stage"], r["family"], int(r["n_jobs"]), fmt(r["seconds"], 4), fmt(r["cpu_time"], 4), fmt(r["max_rss_mb"], 4))
+            for _, r in s.iterrows()]
+    out.append(md_table(rows, ["rule", "stage", "jobs", "seconds (sum)", "CPU seconds (sum)", "max RSS (MB)"], "llrrrr"))
+    out += ["", "From Snakemake's `benchmark:` files, summed over the jobs of each rule (max RSS: the largest job).", ""]
+    return "\n".join(out)
+
+
+def render_markdown(
+    data: ReportData,
+    env: Mapping,
+    figures: Mapping[str, str] | Sequence[str] = (),
+    missing_figures: Mapping[str, str] | None = None,
+    umap_points: Mapping[str, tuple] | None = None,
+    figures_dir: str = "figures",
+    title: str = "netpert benchmark report",
+    now: _dt.datetime | None = None,
+) -> str:
+    """The whole report as markdown. ``figures`` are the figure file names written into
+    ``figures_dir`` (relative to the markdown file); ``missing_figures`` {name: why not drawn}."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    out = [f"# {title}", "", f"Generated {now.strftime('%Y-%m-%d %H:%M UTC')}.", ""]
+    if data.model.get("trained") is False:
+        out += [f"> **{UNTRAINED_NOTE.capitalize()}.** The model's weights are randomly initialised "
+                f"(`{data.model.get('spec', NA)}`): the timings and the consistency between methods are real measurements, "
+                "but the embeddings carry no biology, so the embedding-quality numbers and the UMAP mean nothing "
+                "about cells.", ""]
+    # summary
+    out += ["## Summary", ""]
+    summary = []
+    if not data.methods.empty:
+        summary += [reading_throughput(data), reading_consistency(data)]
+    if data.skipped:
+        summary.append("Not run: " + "; ".join(f"{k} ({v})" for k, v in data.skipped.items()) + ".")
+    if not data.stages.empty:
+        summary.append(reading_stages(data))
+    out += [f"- {s}" for s in summary] + [""]
+    out.append(section_environment(env))
+    out.append(section_model(data))
+    out.append(section_dataset(data))
+    out.append(section_methods(data))
+    # figures
+    out += ["## Figures", ""]
+    names = list(figures)
+    for name in sorted(names, key=lambda n: list(FIGURE_TITLES).index(n) if n in FIGURE_TITLES else 99):
+        title_, reader = FIGURE_TITLES.get(name, (name, None))
+        reading = reading_umap(data, umap_points) if name == "isp__umap.png" else (reader(data) if reader else "")
+        if name.startswith("isp__") and name not in ("isp__throughput.png", "isp__memory.png", "isp__consistency.png") \
+                and data.model.get("trained") is False:
+            title_ += f" ({UNTRAINED_NOTE})"
+        out += [f"### {title_}", "", f"![{title_}]({figures_dir}/{name})", "", reading, ""]
+    if missing_figures:
+        out += ["Figures not drawn:", ""] + [f"- `{k}`: {v}" for k, v in missing_figures.items()] + [""]
+    out.append(section_stages(data))
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,434 @@
+"""The report's figures (matplotlib, Agg): one function per figure, each returns a Figure.
+
+File names are ``{stage}__{name}.png`` with stage in isp, workflow, viper, aracne (the
+``report`` rule's ``report()`` pattern relies on it). :func:`write_figures` draws every figure
+the data allows and returns {file name: path}; a figure whose data is absent is left out and
+listed with the reason in the returned ``missing`` dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from netpert.report.aggregate import METHOD_ORDER, ReportData, fastest_method  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+UNTRAINED_NOTE = "untrained weights: timings and consistency only"
+DPI = 110
+FAMILY_COLORS = {
+    "data": "#7f7f7f", "aracne": "#1f77b4", "viper": "#2ca02c", "isp": "#d62728", "report": "#9467bd", "other": "#bcbd22",
+}
+FAIL_COLOR = "#bbbbbb"
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """A fixed colour per method (the same in every figure)."""
+    cmap = plt.get_cmap("tab10")
+    order = list(METHOD_ORDER) + sorted(m for m in methods if m not in METHOD_ORDER)
+    return {m: matplotlib.colors.to_hex(cmap(order.index(m) % 10)) for m in methods}
+
+
+def _title(fig, text: str, untrained: bool = False) -> None:
+    if untrained:
+        text += f"\n[{UNTRAINED_NOTE}]"
+    fig.suptitle(text, fontsize=12, fontweight="bold")
+
+
+def _annotate_bars(ax, bars, labels, horizontal: bool = False) -> None:
+    for bar, label in zip(bars, labels):
+        if horizontal:
+            ax.annotate(label, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
+                        textcoords="offset points", va="center", ha="left", fontsize=8)
+        else:
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    return f"{v:.{digits}g}"
+
+
+def _near_one(v: float) -> str:
+    """A value near 1 with enough decimals to show how far from 1 it is (0.9999990, 0.995)."""
+    if not np.isfinite(v):
+        return "n/a"
+    gap = abs(1.0 - v)
+    decimals = 3 if gap == 0 else int(min(8, max(3, np.ceil(-np.log10(gap)) + 1)))
+    return f"{v:.{decimals}f}"
+
+
+def _bar_colors(methods: pd.DataFrame) -> list[str]:
+    colors = method_colors(methods["method"].tolist())
+    return [colors[m] for m in methods["method"]]
+
+
+def _hatches(methods: pd.DataFrame) -> list[str]:
+    return ["//" if p is False else "" for p in methods.get("passes_bar", [None] * len(methods))]
+
+
+def _fail_legend(ax, methods: pd.DataFrame) -> None:
+    if any(p is False for p in methods.get("passes_bar", [])):
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch="//", label="under the consistency bar")],
+                  loc="upper left", fontsize=8, frameon=False)
+
+
+# --------------------------------------------------------------------------- ISP
+def plot_throughput(methods: pd.DataFrame, baseline: str = "baseline", untrained: bool = False):
+    """Perturbations per second and speedup over the baseline, one bar per method."""
+    m = methods.dropna(subset=["perturbations_per_s"]) if "perturbations_per_s" in methods else methods.iloc[0:0]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    x = np.arange(len(m))
+    colors, hatches = _bar_colors(m), _hatches(m)
+    bars = axes[0].bar(x, m["perturbations_per_s"], color=colors, hatch=hatches, edgecolor="black", linewidth=0.5)
+    _annotate_bars(axes[0], bars, [_fmt(v) for v in m["perturbations_per_s"]])
+    axes[0].set_ylabel("perturbations per second")
+    axes[0].set_title("Throughput (higher is better)", fontsize=10)
+    speed = m["speedup"] if "speedup" in m else pd.Series(np.nan, index=m.index)
+    bars = axes[1].bar(x, speed.fillna(0), color=colors, hatch=hatches, edgecolor="black", linewidth=0.5)
+    _annotate_bars(axes[1], bars, [f"{v:.2f}x" if np.isfinite(v) else "n/a" for v in speed])
+    axes[1].axhline(1.0, color="black", linestyle="--", linewidth=1)
+    axes[1].set_ylabel(f"speedup over {baseline} (x)")
+    axes[1].set_title(f"Speedup over {baseline} (dashed: 1x)", fontsize=10)
+    for ax in axes:
+        ax.set_xticks(x, m["method"], rotation=20, ha="right")
+        ax.set_xlabel("inference method")
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    _fail_legend(axes[1], m)
+    _title(fig, "ISP inference throughput per method", untrained)
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory(methods: pd.DataFrame, untrained: bool = False):
+    """Peak resident memory (and peak GPU memory where measured) per method."""
+    has_gpu = "gpu_peak_mem_mb" in methods and methods["gpu_peak_mem_mb"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_gpu else 1, figsize=(10 if has_gpu else 6, 4.2), squeeze=False)
+    m = methods.dropna(subset=["peak_rss_mb"]) if "peak_rss_mb" in methods else methods.iloc[0:0]
+    x = np.arange(len(m))
+    ax = axes[0, 0]
+    bars = ax.bar(x, m["peak_rss_mb"], color=_bar_colors(m), edgecolor="black", linewidth=0.5)
+    _annotate_bars(ax, bars, [f"{v:.0f}" for v in m["peak_rss_mb"]])
+    ax.set_ylabel("peak resident memory (MB)")
+    ax.set_title("Host memory (peak RSS of the inference job)", fontsize=10)
+    ax.set_xticks(x, m["method"], rotation=20, ha="right")
+    if has_gpu:
+        g = methods.dropna(subset=["gpu_peak_mem_mb"])
+        xg = np.arange(len(g))
+        ax = axes[0, 1]
+        bars = ax.bar(xg, g["gpu_peak_mem_mb"], color=_bar_colors(g), edgecolor="black", linewidth=0.5)
+        _annotate_bars(ax, bars, [f"{v:.0f}" for v in g["gpu_peak_mem_mb"]])
+        ax.set_ylabel("peak GPU memory (MB)")
+        ax.set_title("GPU memory (peak allocated)", fontsize=10)
+        ax.set_xticks(xg, g["method"], rotation=20, ha="right")
+    for ax in axes[0]:
+        ax.set_xlabel("inference method")
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    _title(fig, "ISP memory per method", untrained)
+    fig.tight_layout()
+    return fig
+
+
+CONSISTENCY_PANELS = (
+    ("mean_cosine", "1 - mean cosine", "mean cosine to baseline"),
+    ("min_cosine", "1 - min cosine", "worst-cell cosine to baseline"),
+    ("spearman", "1 - Spearman rho", "per-gene effects vs baseline"),
+)
+EXACT = 1e-8  # floor of the log axis: a method identical to the baseline sits here
+
+
+def plot_consistency(methods: pd.DataFrame, bar: Mapping[str, float], baseline: str = "baseline", untrained: bool = False):
+    """Distance of each method's embeddings and effects from the baseline's, against the bar.
+
+    Each panel plots 1 - value on a log axis (lower is closer to the baseline); the dashed line
+    is the bar (1 - threshold): a bar above it fails. Values of exactly 1 sit on the floor.
+    """
+    m = methods[methods["method"] != baseline]
+    panels = [p for p in CONSISTENCY_PANELS if p[0] in m and m[p[0]].notna().any()]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 4.4), squeeze=False)
+    colors = method_colors(m["method"].tolist())
+    for ax, (key, ylabel, title) in zip(axes[0], panels):
+        sub = m.dropna(subset=[key])
+        dist = np.clip(1.0 - sub[key].astype(float).to_numpy(), EXACT, None)
+        x = np.arange(len(sub))
+        hatches = ["//" if p is False else "" for p in sub["passes_bar"]]
+        bars = ax.bar(x, dist, bottom=0, color=[colors[k] for k in sub["method"]], hatch=hatches,
+                      edgecolor="black", linewidth=0.5)
+        _annotate_bars(ax, bars, [_near_one(v) for v in sub[key]])
+        ax.set_yscale("log")
+        ax.set_ylim(EXACT / 2, max(1.0, dist.max() * 20))
+        if key in bar:
+            ax.axhline(1.0 - bar[key], color="crimson", linestyle="--", linewidth=1.2,
+                       label=f"bar: {key} >= {bar[key]:g}")
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
+        ax.set_xticks(x, sub["method"], rotation=20, ha="right")
+        ax.set_xlabel("inference method")
+        ax.set_ylabel(f"{ylabel} (log, lower is better)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="major")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no consistency metrics", ha="center", va="center", transform=axes[0, 0].transAxes)
+    _title(fig, f"ISP consistency with {baseline} (labels: the values; hatched = under the bar)", untrained)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False):
+    """One panel per embedding-quality metric (columns of ``quality`` but 'method'), bars per method."""
+    metrics = [c for c in quality.columns if c != "method" and quality[c].notna().any()]
+    n = len(metrics)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    colors = method_colors(quality["method"].tolist())
+    for ax, key in zip(axes.flat, metrics):
+        sub = quality.dropna(subset=[key])
+        x = np.arange(len(sub))
+        bars = ax.bar(x, sub[key], color=[colors[k] for k in sub["method"]], edgecolor="black", linewidth=0.5)
+        _annotate_bars(ax, bars, [_fmt(v) for v in sub[key]])
+        ax.set_xticks(x, sub["method"], rotation=20, ha="right")
+        ax.set_xlabel("inference method")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_title(key.replace("_", " "), fontsize=10)
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    _title(fig, "Embedding quality per method", untrained)
+    fig.tight_layout()
+    return fig
+
+
+def plot_umap(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, untrained: bool = False):
+    """UMAP (scanpy) of cell embeddings, one panel per method, coloured by perturbation.
+
+    ``panels`` maps a title (e.g. the method) to ``(X, labels)``: embeddings (n, H) and one
+    label per row ("original" or the perturbation). Each panel gets its own UMAP.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    all_labels = sorted({str(v) for _, labels in panels.values() for v in labels}, key=lambda s: (s != "original", s))
+    cmap = plt.get_cmap("tab20" if len(all_labels) > 10 else "tab10")
+    palette = {lab: ("#444444" if lab == "original" else matplotlib.colors.to_hex(cmap(i % cmap.N)))
+               for i, lab in enumerate(all_labels)}
+    legend_in = 1.9
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + legend_in, 4.8), squeeze=False)
+    for ax, (title, (X, labels)) in zip(axes[0], panels.items()):
+        a = ad.AnnData(np.asarray(X, dtype=np.float32))
+        a.obs["perturbation"] = pd.Categorical([str(v) for v in labels])
+        n_neighbors = int(max(2, min(15, a.n_obs - 1)))
+        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
+        sc.tl.umap(a, random_state=seed)
+        xy = a.obsm["X_umap"]
+        for lab in all_labels:
+            sel = (a.obs["perturbation"] == lab).to_numpy()
+            if sel.any():
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=46 if lab == "original" else 36, c=palette[lab],
+                           marker="o" if lab == "original" else "^", label=lab, alpha=0.85, linewidths=0)
+        ax.set_title(f"{title} ({a.n_obs} embeddings)", fontsize=10)
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles, labs = axes[0, 0].get_legend_handles_labels()
+    seen = dict(zip(labs, handles))
+    for ax in axes[0, 1:]:
+        h, lab = ax.get_legend_handles_labels()
+        seen.update(zip(lab, h))
+    fig.legend([seen[k] for k in all_labels if k in seen], [k for k in all_labels if k in seen], title="perturbation",
+               loc="center left", bbox_to_anchor=(1 - legend_in / fig.get_figwidth(), 0.5), fontsize=8,
+               title_fontsize=9, frameon=False)
+    _title(fig, "Cell embeddings, original and perturbed (UMAP)", untrained)
+    fig.tight_layout(rect=(0, 0, 1 - legend_in / fig.get_figwidth(), 1))
+    return fig
+
+
+# --------------------------------------------------------------------------- workflow, VIPER, ARACNe
+def plot_stage_time(stages: pd.DataFrame):
+    """Wall seconds (summed over jobs) and peak memory per workflow rule, coloured by stage."""
+    s = stages.iloc[::-1]  # first stage at the top
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.38 * len(s) + 2.3), sharey=True)
+    y = np.arange(len(s))
+    colors = [FAMILY_COLORS.get(f, FAMILY_COLORS["other"]) for f in s["family"]]
+    bars = axes[0].barh(y, s["seconds"].fillna(0), color=colors, edgecolor="black", linewidth=0.4)
+    _annotate_bars(axes[0], bars, [f"{v:.1f} s ({n} job{'s' if n != 1 else ''})" for v, n in zip(s["seconds"], s["n_jobs"])],
+                   horizontal=True)
+    axes[0].set_xlabel("wall time, summed over the rule's jobs (s)")
+    axes[0].set_title("Time per rule", fontsize=10)
+    bars = axes[1].barh(y, s["max_rss_mb"].fillna(0), color=colors, edgecolor="black", linewidth=0.4)
+    _annotate_bars(axes[1], bars, [f"{v:.0f} MB" if np.isfinite(v) else "n/a" for v in s["max_rss_mb"]], horizontal=True)
+    axes[1].set_xlabel("largest max RSS of one job (MB)")
+    axes[1].set_title("Peak memory per rule", fontsize=10)
+    axes[0].set_yticks(y, s["stage"])
+    axes[0].set_ylabel("rule")
+    for ax in axes:
+        ax.margins(x=0.35)
+        ax.grid(axis="x", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    fams = list(dict.fromkeys(stages["family"]))
+    fig.legend(handles=[Patch(color=FAMILY_COLORS.get(f, FAMILY_COLORS["other"]), label=f) for f in fams],
+               loc="lower center", ncol=len(fams), fontsize=8, title="workflow stage", title_fontsize=8, frameon=False)
+    _title(fig, "Workflow: time and memory per rule (Snakemake benchmark files)")
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def plot_mr_heatmap(activity: pd.DataFrame, mr_source: Mapping[str, str] | None = None):
+    """Mean VIPER NES of each master regulator (columns) per cell type (rows), diverging colour map.
+
+    ``mr_source`` maps a regulator to the cell type it is a master regulator of (shown in the
+    column label).
+    """
+    values = activity.to_numpy(dtype=float)
+    lim = float(np.nanmax(np.abs(values))) if values.size else 1.0
+    lim = lim if lim > 0 else 1.0
+    ncol, nrow = activity.shape[1], activity.shape[0]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * ncol + 3.0), max(3.2, 0.42 * nrow + 2.4)))
+    im = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    labels = [f"{c} ({mr_source[c]})" if mr_source and c in mr_source else str(c) for c in activity.columns]
+    ax.set_xticks(np.arange(ncol), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(nrow), activity.index, fontsize=9)
+    ax.set_xlabel("master regulator (cell type it was found in)")
+    ax.set_ylabel("cell type")
+    if ncol * nrow <= 300:
+        for i in range(nrow):
+            for j in range(ncol):
+                v = values[i, j]
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.1f}".replace("-0.0", "0.0"), ha="center", va="center", fontsize=7,
+                            color="white" if abs(v) > 0.6 * lim else "black")
+    cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    cb.set_label("mean NES (VIPER activity)")
+    _title(fig, "Master-regulator activity per cell type")
+    fig.tight_layout()
+    return fig
+
+
+def plot_network_size(networks: pd.DataFrame, labels: Mapping[str, str] | None = None):
+    """Per stratum: ARACNe edges (left) and regulators / regulons kept (right)."""
+    n = networks.sort_values("stratum")
+    names = [labels.get(s, s) if labels else s for s in n["stratum"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(n) + 2.1), sharey=True)
+    y = np.arange(len(n))
+    bars = axes[0].barh(y, n["n_edges"].fillna(0), color="#1f77b4", edgecolor="black", linewidth=0.4)
+    _annotate_bars(axes[0], bars, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in n["n_edges"]], horizontal=True)
+    axes[0].set_xlabel("edges in the consensus network")
+    axes[0].set_title("Network edges", fontsize=10)
+    h = 0.38
+    b1 = axes[1].barh(y + h / 2, n["n_regulators"].fillna(0), height=h, color="#ff7f0e", edgecolor="black",
+                      linewidth=0.4, label="regulators with an edge")
+    b2 = axes[1].barh(y - h / 2, n["n_regulons"].fillna(0), height=h, color="#2ca02c", edgecolor="black",
+                      linewidth=0.4, label="regulons kept (after pruning)")
+    _annotate_bars(axes[1], b1, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in n["n_regulators"]], horizontal=True)
+    _annotate_bars(axes[1], b2, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in n["n_regulons"]], horizontal=True)
+    axes[1].set_xlabel("number of regulators")
+    axes[1].set_title("Regulators and regulons", fontsize=10)
+    fig.legend(handles=[b1, b2], loc="lower center", ncol=2, fontsize=8, frameon=False)
+    axes[0].set_yticks(y, names)
+    axes[0].set_ylabel("stratum (cell type)")
+    for ax in axes:
+        ax.margins(x=0.25)
+        ax.grid(axis="x", alpha=0.3)
+    _title(fig, "ARACNe network size per stratum")
+    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+# --------------------------------------------------------------------------- all figures
+def save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=DPI, facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def write_figures(
+    data: ReportData,
+    folder: str | os.PathLike,
+    umap: bool = True,
+    umap_points=None,
+    quality_columns: Sequence[str] | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw every figure the data allows into ``folder``.
+
+    ``umap_points(npz_paths) -> (X, labels)`` turns a method's npz files into UMAP input
+    (see :func:`netpert.report.aggregate.embedding_points`); ``quality_columns`` are the
+    embedding-quality columns of the methods table. Returns ``(written, missing)``:
+    {file name: path} and {file name: why it was not drawn}.
+    """
+    from netpert.report.aggregate import embedding_points, quality_table
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    umap_points = umap_points or embedding_points
+    written: dict[str, Path] = {}
+    missing: dict[str, str] = {}
+    untrained = data.model.get("trained") is False
+    m = data.methods
+
+    def attempt(name, make, why_absent=None):
+        if why_absent:
+            missing[name] = why_absent
+            return
+        written[name] = save(make(), folder / name)
+
+    has_perf = not m.empty and "perturbations_per_s" in m and m["perturbations_per_s"].notna().any()
+    attempt("isp__throughput.png", lambda: plot_throughput(m, data.baseline, untrained),
+            None if has_perf else "no ISP performance files")
+    has_mem = not m.empty and "peak_rss_mb" in m and m["peak_rss_mb"].notna().any()
+    attempt("isp__memory.png", lambda: plot_memory(m, untrained), None if has_mem else "no peak-memory measurements")
+    has_cons = not m.empty and any(
+        k in m and m.loc[m["method"] != data.baseline, k].notna().any() for k, _, _ in CONSISTENCY_PANELS
+    )
+    attempt("isp__consistency.png", lambda: plot_consistency(m, data.bar, data.baseline, untrained),
+            None if has_cons else "no consistency metrics (only the baseline ran?)")
+    quality = quality_table(m, quality_columns)
+    attempt("isp__embedding_quality.png", lambda: plot_embedding_quality(quality, untrained),
+            None if quality.shape[1] > 1 and len(quality) else "no embedding-quality metrics in isp/metrics.tsv")
+    if not umap:
+        missing["isp__umap.png"] = "report.umap is false"
+    elif data.baseline not in data.embeddings:
+        missing["isp__umap.png"] = f"no {data.baseline} embeddings"
+    else:
+        fast = fastest_method(m, data.baseline)
+        shown = [data.baseline] + ([fast] if fast and fast != data.baseline and fast in data.embeddings else [])
+        panels = {}
+        for method in shown:
+            X, labels = umap_points(data.embeddings[method])
+            if len(X) >= 4:
+                panels[method + (" (fastest)" if method == fast and method != data.baseline else "")] = (X, labels)
+        attempt("isp__umap.png", lambda: plot_umap(panels, seed=seed, untrained=untrained),
+                None if panels else "fewer than 4 embeddings")
+    attempt("workflow__stage_time.png", lambda: plot_stage_time(data.stages),
+            None if not data.stages.empty else "no Snakemake benchmark files")
+    mr_source = None
+    if not data.master_regulators.empty:
+        labels = dict(zip(data.strata["slug"], data.strata.get("cell_type", data.strata["slug"])))
+        mr_source = {}
+        for _, row in data.master_regulators.iterrows():
+            mr_source.setdefault(str(row["regulator"]), labels.get(str(row["stratum"]), str(row["stratum"])))
+    attempt("viper__master_regulators.png", lambda: plot_mr_heatmap(data.mr_activity, mr_source),
+            None if not data.mr_activity.empty else "no master-regulator activity")
+    labels = dict(zip(data.strata["slug"], data.strata.get("cell_type", data.strata["slug"])))
+    attempt("aracne__network_size.png", lambda: plot_network_size(data.networks, labels),
+            None if not data.networks.empty else "no ARACNe networks")
+    return written, missing

@@ -1,0 +1,545 @@
+"""The benchmark report (netpert.report): aggregation, figures, markdown, environment, wandb,
+on synthetic results that mirror the workflow's file formats, and on the tiny workflow run."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from netpert import InputError
+from netpert.report import aggregate, build_report, environment, markdown, plots, tracking
+
+METHODS = ("baseline", "batched", "onnx", "onnx_int8")
+STRATA = ("CD14_Monocyte", "Dendritic")
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+EXPECTED_FIGURES = {
+    "isp__throughput.png", "isp__memory.png", "isp__consistency.png", "isp__umap.png", "isp__embedding_quality.png",
+    "workflow__stage_time.png", "viper__master_regulators.png", "aracne__network_size.png",
+}
+#: per method: wall seconds per stratum, peak RSS, consistency (mean cos, min cos, spearman)
+PERF = {
+    "baseline": (4.0, 900.0, (1.0, 1.0, 1.0)),
+    "batched": (2.0, 950.0, (0.999999, 0.99999, 0.9999)),
+    "onnx": (1.0, 700.0, (0.99998, 0.9999, 0.998)),
+    "onnx_int8": (0.5, 600.0, (0.9950, 0.97, 0.91)),  # the fastest, and under the bar
+}
+
+
+def bench_line(s, rss, cpu):
+    return f"{s:.4f}\t0:00:{int(s):02d}\t{rss}\t{rss * 2}\t{rss * 0.9}\t{rss * 0.95}\t0.1\t0.2\t{100 * cpu / s:.1f}\t{cpu}\n"
+
+
+def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: int = 3, hidden: int = 16) -> dict:
+    """Synthetic results/ in the workflow's formats; returns the build_report keyword arguments."""
+    rng = np.random.default_rng(0)
+    res = root / "results"
+    # strata
+    (res / "strata").mkdir(parents=True)
+    pd.DataFrame([
+        {"stratum": "CD14+ Monocyte", "slug": "CD14_Monocyte", "cell_type": "CD14+ Monocyte", "tissue": "", "n_cells": 129,
+         "n_output": 40, "status": "kept", "reason": "subsampled to 40"},
+        {"stratum": "Dendritic", "slug": "Dendritic", "cell_type": "Dendritic", "tissue": "", "n_cells": 240,
+         "n_output": 40, "status": "kept", "reason": "subsampled to 40"},
+        {"stratum": "CD34+", "slug": "CD34", "cell_type": "CD34+", "tissue": "", "n_cells": 13,
+         "n_output": 0, "status": "skipped", "reason": "13 cells < strata.min_cells=30"},
+    ]).to_csv(res / "strata" / "strata.tsv", sep="\t", index=False)
+    # aracne
+    regulators = [f"TF{i}" for i in range(8)]
+    networks, regulons = [], []
+    for k, slug in enumerate(STRATA):
+        d = res / "aracne" / slug
+        d.mkdir(parents=True)
+        n_edges = 30 + 25 * k
+        net = pd.DataFrame({
+            "Regulator": rng.choice(regulators[: 5 + k], n_edges),
+            "Target": [f"G{j}" for j in rng.integers(0, 60, n_edges)],
+            "MI": rng.uniform(0.2, 0.8, n_edges),
+            "pvalue": rng.uniform(0, 1e-3, n_edges),
+        }).drop_duplicates(["Regulator", "Target"])
+        net.to_csv(d / "network.tsv", sep="\t", index=False)
+        reg = net.rename(columns={"Regulator": "regulator", "Target": "target"})[["regulator", "target"]]
+        reg = reg[reg["regulator"] != regulators[0]]  # pruning drops one regulon
+        reg = reg.assign(mor=rng.uniform(-1, 1, len(reg)), likelihood=rng.uniform(0, 1, len(reg)))
+        reg.to_csv(d / "regulon.tsv", sep="\t", index=False)
+        networks.append(d / "network.tsv")
+        regulons.append(d / "regulon.tsv")
+    # viper
+    (res / "viper").mkdir()
+    cell_types = np.repeat(["CD14+ Monocyte", "Dendritic"], 20)
+    nes = rng.normal(0, 1, (40, len(regulators))).astype(np.float32)
+    nes[:20, 1] += 3
+    nes[20:, 2] -= 3
+    act = ad.AnnData(nes, obs=pd.DataFrame({"cell_type": cell_types, "stratum": np.repeat(STRATA, 20)},
+                                           index=[f"c{i}" for i in range(40)]), var=pd.DataFrame(index=regulators))
+    act.write_h5ad(res / "viper" / "activity.h5ad")
+    pd.DataFrame([
+        {"stratum": "CD14_Monocyte", "regulator": "TF1", "mean_nes": 3.1, "direction": "up", "rank": 1},
+        {"stratum": "CD14_Monocyte", "regulator": "TF3", "mean_nes": -1.2, "direction": "down", "rank": 1},
+        {"stratum": "Dendritic", "regulator": "TF2", "mean_nes": -3.0, "direction": "down", "rank": 1},
+        {"stratum": "Dendritic", "regulator": "TF4", "mean_nes": 1.1, "direction": "up", "rank": 1},
+    ]).to_csv(res / "viper" / "master_regulators.tsv", sep="\t", index=False)
+    # isp
+    model = res / "isp" / "model"
+    model.mkdir(parents=True)
+    (model / "netpert_model.json").write_text(json.dumps(
+        {"spec": "random-init:tiny", "trained": trained, "hidden_size": hidden, "n_layers": 2}))
+    (res / "isp" / "model.onnx").write_bytes(b"onnx")
+    (res / "isp" / "model.onnx.json").write_text(json.dumps({"exporter": "dynamo", "opset": 18, "max_abs_diff": 2e-6,
+                                                            "passed": True}))
+    (res / "isp" / "model.int8.onnx").write_bytes(b"onnx")
+    (res / "isp" / "model.int8.onnx.json").write_text(json.dumps({"chosen": "dynamic-qint8", "candidates": {
+        "dynamic-qint8": {"mean_cosine": 0.9995, "min_cosine": 0.995, "passed": True},
+        "static-qdq": {"passed": False, "error": "RuntimeError: boom"}}}))
+    npz, perf = [], []
+    base = rng.normal(0, 1, (len(STRATA), n_cells, hidden)).astype(np.float32)
+    shift = rng.normal(0, 1, (n_pert, hidden)).astype(np.float32)
+    labels = np.array([f"delete TF{j}" for j in range(n_pert)])
+    model_desc = {"spec": "random-init:tiny", "trained": trained, "n_layers": 2, "hidden_size": hidden}
+    for method, (wall, rss, _) in PERF.items():
+        d = res / "isp" / method
+        d.mkdir()
+        for k, slug in enumerate(STRATA):
+            noise = 0 if method == "baseline" else 0.01
+            orig = base[k] + noise * rng.normal(0, 1, base[k].shape)
+            # netpert.isp.runner's npz: originals (cells, H), perturbed (perturbations, H), cell-major
+            cell_index = np.repeat(np.arange(n_cells), n_pert)
+            pert = orig[cell_index] + 0.8 * shift[np.tile(np.arange(n_pert), n_cells)]
+            np.savez_compressed(d / f"{slug}.npz", cell_ids=np.array([f"c{i}" for i in range(n_cells)]),
+                                original=orig.astype(np.float32), perturbed=pert.astype(np.float32),
+                                perturbation=np.tile(labels, n_cells), cell_index=cell_index,
+                                cosine=np.ones(len(pert)), metadata=np.asarray(json.dumps({"method": method})))
+            n_p = n_cells * n_pert
+            (d / f"{slug}.perf.json").write_text(json.dumps({
+                "method": method, "stratum": slug, "trained": trained,
+                "note": None if trained else "untrained weights: timings and consistency only",
+                "notes": [] if trained else ["untrained weights: timings and consistency only"],
+                "n_cells": n_cells, "n_perturbations": n_p, "n_sequences": n_cells + n_p, "n_skipped": 0,
+                "skipped": {lab: 0 for lab in labels}, "wall_s": wall, "cpu_time_s": 0.95 * wall, "cpu_percent": 95.0,
+                "peak_rss_mb": rss + 10 * k, "ru_maxrss_mb": rss + 50, "perturbations_per_s": n_p / wall,
+                "cells_per_s": n_cells / wall, "sequences_per_s": (n_cells + n_p) / wall, "gpu": None,
+                "gpu_util_percent": None, "gpu_peak_mem_mb": None, "load_s": 0.1, "batching": "length_sorted",
+                "batch_size": 32, "threads": 1, "layer": -2, "device": "cpu",
+                "backend": {"method": method, "device": "cpu", "runtime": "test runtime 1.0",
+                            "precision": "int8" if "int8" in method else "fp32", "providers": ["CPUExecutionProvider"]},
+                "model": model_desc, "machine": {"cpu_model": "Test CPU 9000"},
+            }))
+            npz.append(d / f"{slug}.npz")
+            perf.append(d / f"{slug}.perf.json")
+    pd.DataFrame([
+        {"method": m, "mean_cosine": c[0], "min_cosine": c[1], "spearman": c[2], "max_shift_diff": 1 - c[0],
+         "silhouette_cell_type": 0.1 + 0.01 * i, "knn_accuracy": 0.5 + 0.02 * i}
+        for i, (m, (_, _, c)) in enumerate(PERF.items())
+    ]).to_csv(res / "isp" / "metrics.tsv", sep="\t", index=False)
+    # benchmarks
+    b = res / "benchmarks"
+    (b / "aracne_bootstrap").mkdir(parents=True)
+    (b / "isp_infer" / "batched").mkdir(parents=True)
+    (b / "prepare_data.tsv").write_text(BENCH_HEADER + bench_line(3.5, 300.0, 3.0))
+    (b / "stratify.tsv").write_text(BENCH_HEADER + "0.8000\t0:00:00\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n")
+    for j, (s, rss) in enumerate([(10.0, 500.0), (12.0, 520.0), (11.0, 480.0)]):
+        (b / "aracne_bootstrap" / f"Dendritic_{j}.tsv").write_text(BENCH_HEADER + bench_line(s, rss, s * 0.9))
+    for slug in STRATA:
+        (b / "isp_infer" / "batched" / f"{slug}.tsv").write_text(BENCH_HEADER + bench_line(5.0, 1000.0, 4.5))
+    return dict(
+        strata=res / "strata", networks=networks, regulons=regulons, activity=res / "viper" / "activity.h5ad",
+        master_regulators=res / "viper" / "master_regulators.tsv", metrics=res / "isp" / "metrics.tsv", model=model,
+        npz=npz, perf=perf, artifacts=[res / "isp" / "model.onnx", res / "isp" / "model.int8.onnx"], benchmarks=b,
+        skipped={"tensorrt": "not run: no CUDA device", "amp": "not run: no CUDA device"},
+        bar={"mean_cosine": 0.999, "min_cosine": 0.99, "spearman": 0.95},
+        config={"input": "embedded:pbmc68k_reduced", "data": {"cell_type_key": "bulk_labels"}},
+    )
+
+
+def outputs(root: Path) -> dict:
+    rep = root / "results" / "report"
+    return dict(out_csv=rep / "benchmark.csv", out_markdown=rep / "benchmark_report.md", out_figures=rep / "figures")
+
+
+def assert_png_with_content(path: Path) -> None:
+    """A readable PNG that is not blank (its pixels vary)."""
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200, (path, img.shape)
+    gray = img[..., :3].mean(axis=2)
+    assert gray.std() > 0.05, f"{path} looks blank (pixel std {gray.std():.3f})"
+    assert (gray < 0.5).mean() > 0.005, f"{path} has almost no dark pixels (no text / axes?)"
+
+
+FAKE_ENV = {
+    "platform": "Linux-test", "python": "3.11.7", "cpu_model": "Test CPU 9000", "cores_logical": 8, "cores_physical": 4,
+    "cpu_affinity": 2, "ram_gb": 31.3, "cpu_bf16": True, "gpus": [], "gpu": "none",
+    "packages": {"torch": "2.13.0", "onnxruntime": "1.32.0", "numba": "0.68.0", "snakemake": "9.27.0", "tensorrt": None},
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    kwargs = make_results(root)
+    out = outputs(root)
+    data = build_report(**kwargs, **out, environment=FAKE_ENV)
+    return root, kwargs, out, data
+
+
+# --------------------------------------------------------------------------- aggregation
+def test_benchmarks_are_summed_per_rule(synthetic_report):
+    _, kwargs, _, _ = synthetic_report
+    jobs = aggregate.read_benchmarks(kwargs["benchmarks"])
+    assert len(jobs) == 1 + 1 + 3 + 2
+    assert set(jobs.loc[jobs["rule"] == "isp_infer", "job"]) == {"batched/CD14_Monocyte", "batched/Dendritic"}
+    stages = aggregate.summarize_stages(jobs).set_index("stage")
+    assert list(stages.index) == ["prepare_data", "stratify", "aracne_bootstrap", "isp_infer"]  # workflow order
+    boot = stages.loc["aracne_bootstrap"]
+    assert boot["n_jobs"] == 3 and boot["seconds"] == pytest.approx(33.0) and boot["cpu_time"] == pytest.approx(29.7)
+    assert boot["max_rss_mb"] == pytest.approx(520.0) and boot["family"] == "aracne"
+    # a job too short to be sampled (NA) still counts its time, its memory stays missing
+    assert stages.loc["stratify", "seconds"] == pytest.approx(0.8) and np.isnan(stages.loc["stratify", "max_rss_mb"])
+
+
+def test_repeats_are_averaged(tmp_path):
+    (tmp_path / "r.tsv").write_text(BENCH_HEADER + bench_line(2.0, 100.0, 1.0) + bench_line(4.0, 300.0, 3.0))
+    jobs = aggregate.read_benchmarks(tmp_path)
+    assert jobs.loc[0, "repeats"] == 2 and jobs.loc[0, "s"] == pytest.approx(3.0) and jobs.loc[0, "max_rss"] == 200.0
+
+
+def test_method_table_speedup_and_bar(synthetic_report):
+    _, _, _, data = synthetic_report
+    m = data.methods.set_index("method")
+    assert list(m.index) == list(METHODS)
+    # throughput = total perturbations / total seconds over both strata
+    assert m.loc["baseline", "perturbations_per_s"] == pytest.approx(2 * 12 / 8.0)
+    assert m.loc["onnx_int8", "speedup"] == pytest.approx(8.0)
+    assert m.loc["batched", "speedup"] == pytest.approx(2.0)
+    assert m.loc["onnx", "peak_rss_mb"] == pytest.approx(710.0)  # max over strata
+    assert m.loc["baseline", "passes_bar"] is True and m.loc["onnx", "passes_bar"] is True
+    assert m.loc["onnx_int8", "passes_bar"] is False
+    assert "mean_cosine 0.995 < 0.999" in m.loc["onnx_int8", "bar_failures"]
+    assert "spearman 0.91 < 0.95" in m.loc["onnx_int8", "bar_failures"]
+    assert aggregate.fastest_method(data.methods) == "onnx_int8"
+    assert aggregate.fastest_method(data.methods, require_bar=True) == "onnx"
+    assert aggregate.quality_table(data.methods).columns.tolist() == ["method", "silhouette_cell_type", "knn_accuracy"]
+
+
+def test_pass_column_of_metrics_wins_and_missing_columns_stay_missing():
+    perf = pd.DataFrame({"method": ["baseline", "onnx"], "stratum": ["a", "a"], "wall_s": [2.0, 1.0],
+                         "perturbations_per_s": [5.0, 10.0]})
+    metrics = pd.DataFrame({"method": ["baseline", "onnx"], "mean_cosine": [1.0, 0.9999], "passes_bar": [True, False]})
+    table = aggregate.method_table(aggregate.summarize_perf(perf), metrics).set_index("method")
+    assert table.loc["onnx", "passes_bar"] is False  # isp_evaluate's verdict, though mean cosine alone would pass
+    assert table.loc["onnx", "n_perturbations"] == pytest.approx(10.0)  # rate x time
+    assert np.isnan(table.loc["onnx", "min_cosine"]) and np.isnan(table.loc["onnx", "peak_rss_mb"])
+    # no metrics at all: the bar is unknown, not invented
+    bare = aggregate.method_table(aggregate.summarize_perf(perf), pd.DataFrame(columns=["method"])).set_index("method")
+    assert bare.loc["onnx", "passes_bar"] is None and bare.loc["onnx", "speedup"] == pytest.approx(2.0)
+
+
+def test_metrics_use_the_all_strata_rows(tmp_path):
+    pd.DataFrame([
+        {"method": "onnx", "stratum": "A", "mean_cosine": 0.9990, "min_cosine": 0.990},
+        {"method": "onnx", "stratum": "B", "mean_cosine": 0.9998, "min_cosine": 0.999},
+        {"method": "onnx", "stratum": "all", "mean_cosine": 0.9994, "min_cosine": 0.990},
+        {"method": "amp", "stratum": "A", "mean_cosine": 0.9900, "min_cosine": 0.950},
+        {"method": "amp", "stratum": "B", "mean_cosine": 0.9950, "min_cosine": 0.980},
+    ]).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
+    m = aggregate.read_metrics(tmp_path / "m.tsv").set_index("method")
+    assert "stratum" not in m.columns
+    assert m.loc["onnx", "mean_cosine"] == pytest.approx(0.9994)
+    # no overall row: the worst stratum for min_*, the mean otherwise
+    assert m.loc["amp", "min_cosine"] == pytest.approx(0.95) and m.loc["amp", "mean_cosine"] == pytest.approx(0.9925)
+
+
+def test_mr_heatmap_keeps_the_best_ranks_of_every_stratum(synthetic_report):
+    _, kwargs, _, _ = synthetic_report
+    mrs = pd.DataFrame([
+        {"stratum": s, "regulator": f"TF{i}", "direction": d, "rank": r}
+        for s, regs in (("CD14_Monocyte", (1, 3, 5)), ("Dendritic", (2, 4, 6))) for d, r, i in
+        (("up", 1, regs[0]), ("down", 1, regs[1]), ("up", 2, regs[2]))
+    ])
+    a = aggregate.master_regulator_activity(kwargs["activity"], mrs, max_regulators=4)
+    assert list(a.columns) == ["TF1", "TF3", "TF2", "TF4"]  # rank 1 of both strata, rank 2 left out
+
+
+def test_network_sizes_and_mr_activity(synthetic_report):
+    _, kwargs, _, data = synthetic_report
+    n = data.networks.set_index("stratum")
+    net = pd.read_csv(kwargs["networks"][1], sep="\t")
+    assert n.loc["Dendritic", "n_edges"] == len(net)
+    assert n.loc["Dendritic", "n_regulators"] == net["Regulator"].nunique()
+    assert n.loc["Dendritic", "n_regulons"] == net["Regulator"].nunique() - ("TF0" in set(net["Regulator"]))
+    a = data.mr_activity
+    # per stratum the up regulators, then the down ones, by rank
+    assert list(a.columns) == ["TF1", "TF3", "TF4", "TF2"] and list(a.index) == ["CD14+ Monocyte", "Dendritic"]
+    act = ad.read_h5ad(kwargs["activity"])
+    expect = act[act.obs["cell_type"] == "Dendritic", "TF2"].X.mean()
+    assert a.loc["Dendritic", "TF2"] == pytest.approx(float(expect), rel=1e-5)
+
+
+def test_embedding_points_flattens_cells_by_perturbations(synthetic_report):
+    _, kwargs, _, _ = synthetic_report
+    paths = [p for p in kwargs["npz"] if p.parent.name == "baseline"]
+    X, labels = aggregate.embedding_points(paths)
+    assert X.shape == (2 * (4 + 4 * 3), 16)
+    assert (labels == "original").sum() == 8 and (labels == "delete TF2").sum() == 8
+    first = np.load(paths[0])
+    np.testing.assert_array_equal(X[:4], first["original"])
+    np.testing.assert_array_equal(X[4:16], first["perturbed"])
+
+
+def test_benchmark_csv_rows(synthetic_report):
+    _, _, out, _ = synthetic_report
+    csv = pd.read_csv(out["out_csv"])
+    methods = csv[csv["kind"] == "isp_method"]
+    assert set(methods["name"]) == {*METHODS, "tensorrt", "amp"}
+    ran = methods[methods["status"] == "ran"].set_index("name")
+    for col in ("wall_s", "perturbations_per_s", "speedup", "peak_rss_mb", "mean_cosine", "min_cosine", "spearman",
+                "silhouette_cell_type"):
+        assert ran[col].notna().all(), col
+    assert methods.set_index("name").loc["tensorrt", "reason"] == "not run: no CUDA device"
+    stages = csv[csv["kind"] == "stage"].set_index("name")
+    assert set(stages.index) == {"prepare_data", "stratify", "aracne_bootstrap", "isp_infer"}
+    assert stages.loc["isp_infer", "n_jobs"] == 2 and stages.loc["isp_infer", "seconds"] == pytest.approx(10.0)
+
+
+# --------------------------------------------------------------------------- figures and markdown
+def test_every_figure_is_a_png_with_content(synthetic_report):
+    _, _, out, _ = synthetic_report
+    names = {p.name for p in out["out_figures"].iterdir()}
+    assert names == EXPECTED_FIGURES
+    for name in names:
+        assert_png_with_content(out["out_figures"] / name)
+
+
+def test_markdown_names_environment_readings_and_flags(synthetic_report):
+    _, _, out, _ = synthetic_report
+    md = out["out_markdown"].read_text()
+    for needle in ("Test CPU 9000", "31.3 GiB", "GPU | none", "torch | 2.13.0", "onnxruntime | 1.32.0",
+                   "numba | 0.68.0", "snakemake | 9.27.0", "tensorrt | not installed", "embedded:pbmc68k_reduced",
+                   "random-init:tiny"):
+        assert needle in md, needle
+    assert "Untrained weights: timings and consistency only" in md
+    # readings computed from the data
+    assert "onnx_int8 is the fastest: 8.0x baseline" in md and "at mean cosine 0.9950" in md
+    assert "the fastest within the bar is onnx: 4.0x" in md
+    assert "**UNDER THE BAR**: mean_cosine 0.995 < 0.999" in md
+    assert "2 of 3 methods meet the bar" in md
+    assert "aracne_bootstrap takes the longest: 33.0 s over 3 job(s)" in md
+    assert "| tensorrt | not run: no CUDA device |" in md
+    for name in EXPECTED_FIGURES:
+        assert f"](figures/{name})" in md, name
+    assert "strongest mean activity is TF" in md
+    assert "`model.onnx`: exporter dynamo; opset 18" in md and "`model.int8.onnx`: passed" not in md
+    assert "| dynamic-qint8 (kept) | 0.9995 | 0.9950 | yes |" in md and "RuntimeError: boom" in md
+    # untrained: the embedding figures are labelled
+    assert "Embedding quality per method (untrained weights: timings and consistency only)" in md
+
+
+def test_trained_model_has_no_untrained_warning(tmp_path):
+    kwargs = make_results(tmp_path, trained=True)
+    data = aggregate.collect(**{k: v for k, v in kwargs.items() if k != "config"})
+    assert data.model["trained"] is True and data.model["spec"] == "random-init:tiny"
+    md = markdown.render_markdown(data, FAKE_ENV, figures=["isp__throughput.png"])
+    assert "untrained" not in md.lower()
+    assert "weights | trained" in md
+
+
+def test_model_trained_flag_falls_back_to_perf_files(tmp_path):
+    kwargs = make_results(tmp_path, trained=False)
+    (kwargs["model"] / "netpert_model.json").write_text(json.dumps({"spec": "hf:/x"}))
+    perf = aggregate.read_perf(kwargs["perf"])
+    assert aggregate.model_provenance(kwargs["model"], perf)["trained"] is False
+    assert aggregate.model_provenance(kwargs["model"], None)["trained"] is None
+
+
+def test_report_without_isp_methods_or_benchmarks(tmp_path):
+    kwargs = make_results(tmp_path)
+    kwargs.update(npz=[], perf=[], metrics=None, benchmarks=tmp_path / "none")
+    out = outputs(tmp_path)
+    build_report(**kwargs, **out, environment=FAKE_ENV)
+    names = {p.name for p in out["out_figures"].iterdir()}
+    assert names == {"viper__master_regulators.png", "aracne__network_size.png"}
+    md = out["out_markdown"].read_text()
+    assert "No ISP method ran." in md and "`isp__throughput.png`: no ISP performance files" in md
+    csv = pd.read_csv(out["out_csv"])
+    assert set(csv["name"]) == {"tensorrt", "amp"}
+
+
+# --------------------------------------------------------------------------- input errors
+def test_bad_benchmark_file_is_an_input_error(tmp_path):
+    (tmp_path / "x.tsv").write_text("seconds\n1\n")
+    with pytest.raises(InputError, match="no 's' column"):
+        aggregate.read_benchmarks(tmp_path)
+
+
+def test_missing_strata_table_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="run the stratify rule"):
+        aggregate.read_strata(tmp_path)
+
+
+def test_bad_network_is_an_input_error(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "network.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(InputError, match="Regulator/Target"):
+        aggregate.network_sizes([tmp_path / "s" / "network.tsv"])
+
+
+def test_bad_perf_json_is_an_input_error(tmp_path):
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "a.perf.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        aggregate.read_perf([tmp_path / "onnx" / "a.perf.json"])
+
+
+def test_npz_without_embeddings_is_an_input_error(tmp_path):
+    np.savez(tmp_path / "a.npz", something=np.zeros(3))
+    with pytest.raises(InputError, match="none of the embedding arrays"):
+        aggregate.embedding_points([tmp_path / "a.npz"])
+
+
+def test_npz_with_mismatched_labels_is_an_input_error(tmp_path):
+    np.savez(tmp_path / "a.npz", original=np.zeros((2, 3)), perturbed=np.zeros((4, 3)), perturbation=np.array(["a"]))
+    with pytest.raises(InputError, match="1 perturbation labels for 4 perturbed embeddings"):
+        aggregate.embedding_points([tmp_path / "a.npz"])
+
+
+def test_metrics_without_method_is_an_input_error(tmp_path):
+    (tmp_path / "m.tsv").write_text("x\ty\n1\t2\n")
+    with pytest.raises(InputError, match="no 'method' column"):
+        aggregate.read_metrics(tmp_path / "m.tsv")
+
+
+def test_activity_without_cell_type_is_an_input_error(tmp_path):
+    ad.AnnData(np.zeros((2, 1), dtype=np.float32), var=pd.DataFrame(index=["TF1"])).write_h5ad(tmp_path / "a.h5ad")
+    with pytest.raises(InputError, match="no obs column 'cell_type'"):
+        aggregate.master_regulator_activity(tmp_path / "a.h5ad", pd.DataFrame({"stratum": ["s"], "regulator": ["TF1"]}))
+
+
+# --------------------------------------------------------------------------- environment
+def test_environment_of_this_machine():
+    env = environment.capture_environment()
+    assert env["python"] == sys.version.split()[0]
+    assert env["cores_logical"] >= 1 and env["ram_gb"] > 0
+    assert env["gpu"] == "none" or env["gpus"]
+    assert env["packages"]["numpy"] == np.__version__
+    assert env["packages"]["snakemake"] is not None and env["packages"]["onnxruntime"] is not None
+    if Path("/proc/cpuinfo").exists():
+        assert env["cpu_model"]
+
+
+def test_cpu_facts_from_cpuinfo_text():
+    text = "processor\t: 0\nmodel name\t: Fancy CPU @ 3GHz\nflags\t\t: fpu sse avx512f avx512_bf16\n"
+    assert environment.cpu_model(cpuinfo=text, lscpu="") == "Fancy CPU @ 3GHz"
+    assert environment.cpu_bf16(environment.cpu_flags(text)) is True
+    assert environment.cpu_bf16(environment.cpu_flags("flags\t: fpu sse avx2\n")) is False
+    assert environment.cpu_model(cpuinfo="", lscpu="Architecture: x86_64\nModel name:   Other CPU\n") == "Other CPU"
+    assert environment.package_versions(["netpert", "surely-not-a-package-xyz"])["surely-not-a-package-xyz"] is None
+
+
+# --------------------------------------------------------------------------- wandb
+def test_wandb_not_imported_unless_asked(tmp_path):
+    code = (
+        "import sys, json\n"
+        "from netpert.report import build_report\n"
+        "import netpert.report.tracking, netpert.report.plots, netpert.report.markdown\n"
+        "print(json.dumps('wandb' in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "false"
+
+
+@pytest.mark.skipif(not tracking.wandb_available(),
+                    reason="wandb is not installed (pip install 'netpert[wandb]'; the test extra installs it)")
+def test_wandb_offline_run_logs_metrics_and_figures(synthetic_report, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    _, _, out, _ = synthetic_report
+    table = pd.read_csv(out["out_csv"])
+    figures = {p.name: p for p in out["out_figures"].iterdir()}
+    run_dir = tracking.log_to_wandb(table, figures, environment=FAKE_ENV, model={"trained": False},
+                                    config={"input": "x"}, mode="offline", directory=tmp_path)
+    assert run_dir is not None and Path(run_dir).name.startswith("offline-run-")
+    files = list(Path(run_dir).rglob("*"))
+    assert any(f.suffix == ".wandb" for f in files)  # the run's record, for `wandb sync`
+    pngs = [f for f in files if f.suffix == ".png"]
+    assert len(pngs) == len(figures)
+    records = read_wandb_records(next(f for f in files if f.suffix == ".wandb"))
+    summary = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for u in r.summary.update if u.key}
+    assert "isp_method/onnx_int8/speedup" in summary, (sorted(summary), [r.WhichOneof("record_type") for r in records], table.to_dict())
+    assert summary["isp_method/onnx_int8/speedup"] == pytest.approx(8.0)
+    assert summary["stage/aracne_bootstrap/seconds"] == pytest.approx(33.0)
+    config = next(r.run.config for r in records if r.WhichOneof("record_type") == "run")
+    assert any(u.key == "environment" and "Test CPU 9000" in u.value_json for u in config.update)
+
+
+def read_wandb_records(path: Path) -> list:
+    """The protobuf records of an offline run's ``.wandb`` file (a LevelDB-style log: a 7-byte
+    file header, then 32 KiB blocks of chunks with a 7-byte header: crc, length, type)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B", raw[:7]
+    block, pos, records, partial = 32768, 7, [], b""
+    while pos < len(raw):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        if kind == 0:
+            pos += left
+            continue
+        chunk, pos = raw[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            records.append(chunk)
+        elif kind == 2:
+            partial = chunk
+        elif kind == 3:
+            partial += chunk
+        elif kind == 4:
+            records.append(partial + chunk)
+    out = []
+    for data in records:
+        rec = pb.Record()
+        rec.ParseFromString(data)
+        out.append(rec)
+    return out
+
+
+def test_flat_metrics_keeps_numbers_only():
+    table = pd.DataFrame({"kind": ["stage"], "name": ["viper"], "seconds": [2.5], "status": ["ran"], "x": [np.nan]})
+    assert tracking.flat_metrics(table) == {"stage/viper/seconds": 2.5}
+
+
+# --------------------------------------------------------------------------- the workflow
+@pytest.mark.workflow
+def test_tiny_workflow_report(tiny_run):
+    res = tiny_run / "results"
+    rep = res / "report"
+    if not (rep / "benchmark_report.md").exists():
+        stdout = (tiny_run / "snakemake.stdout").read_text()[-3000:]
+        pytest.fail(f"the tiny run did not produce the report:\n{stdout}")
+    csv = pd.read_csv(rep / "benchmark.csv")
+    methods = csv[(csv["kind"] == "isp_method") & (csv["status"] == "ran")]
+    assert "baseline" in set(methods["name"]) and len(methods) >= 2
+    assert methods["perturbations_per_s"].notna().all() and methods["speedup"].notna().all()
+    stages = set(csv.loc[csv["kind"] == "stage", "name"])
+    assert {"prepare_data", "stratify", "aracne_bootstrap", "viper", "isp_infer", "isp_evaluate"} <= stages
+    for name in EXPECTED_FIGURES:
+        assert_png_with_content(rep / "figures" / name)
+    md = (rep / "benchmark_report.md").read_text()
+    env = environment.capture_environment()
+    assert env["cpu_model"] in md and f"| Python | {env['python']} |" in md and "onnxruntime |" in md
+    assert "## ISP methods" in md and "## Workflow stages" in md
