@@ -56,11 +56,10 @@ def set_threads(n: int) -> None:
     n = max(int(n), 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    try:
-        import numba
-
+    # numba only where the rule uses it: starting numba's thread pool in a torch process (two
+    # OpenMP runtimes spinning on the same cores) made the ISP inference jobs 3x slower here
+    if "numba" in sys.modules:
+        numba = sys.modules["numba"]
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover
-        pass
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
