@@ -287,3 +287,21 @@ def test_workflow_input_errors(model_dir, tmp_path):
     with pytest.raises(InputError, match="token file not found"):
         infer_stratum(tmp_path / "none.parquet", model_dir, tmp_path / "x.npz", tmp_path / "x.json", method="batched")
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_benchmark_quick(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "isp.csv"
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "benchmark_isp.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pd.read_csv(out)
+    assert {"name", "size", "seconds", "ratio", "agreement"} <= set(rows.columns)
+    assert {"baseline", "batched", "onnx", "onnx_int8"} <= set(rows["name"])
+    base = rows.set_index("name").loc["baseline"]
+    assert base["ratio"] == pytest.approx(1.0) and (rows["seconds"] > 0).all()
+    assert (rows["agreement"] > 0.999).all()

@@ -184,7 +184,7 @@ def run_isp(
     stats = {"warmup_s": 0.0}
     if warmup:
         t = time.perf_counter()
-        first = batches[0][: min(len(batches[0]), 2)]
+        first = batches[0]  # a whole batch: first-call costs (kernel selection, allocations) stay out of the timing
         backend.embed(*pad_batch([seqs[i] for i in first], pad_id), return_tokens=True)
         stats["warmup_s"] = time.perf_counter() - t
 
@@ -572,6 +572,10 @@ def infer_stratum(
             top_n=top_n,
         )
     timing = prof.summary()
+    # the untimed warm-up batch (first-call costs: kernel selection, allocations) runs inside the
+    # profiled block; the throughput is the steady state after it
+    timing["wall_with_warmup_s"] = timing["wall_s"]
+    timing["wall_s"] = max(timing["wall_s"] - result.stats["warmup_s"], 1e-9)
     desc = backend.describe()
     backend.close()
     n_pert, n_cells = result.n_perturbations, len(result.cell_ids)
@@ -591,7 +595,7 @@ def infer_stratum(
         "n_sequences": result.stats["n_sequences"],
         "n_skipped": int(sum(result.skipped.values())),
         "skipped": result.skipped,
-        **{k: timing[k] for k in ("wall_s", "cpu_time_s", "cpu_percent", "peak_rss_mb", "ru_maxrss_mb")},
+        **{k: timing[k] for k in ("wall_s", "wall_with_warmup_s", "cpu_time_s", "cpu_percent", "peak_rss_mb", "ru_maxrss_mb")},
         **throughput(n_pert, n_cells, result.stats["n_sequences"], timing["wall_s"]),
         "gpu": timing.get("gpu"),
         "gpu_util_percent": timing.get("gpu_util_percent"),
