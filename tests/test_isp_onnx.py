@@ -261,10 +261,13 @@ def test_static_quantisation_keeps_the_residual_stream_in_float(exported, quanti
     for n in proto.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in producers:
             assert set(consumers[n.output[0]]) == {"MatMul"}, consumers[n.output[0]]
-    # only the weight MatMuls (6 per layer: Q, K, V, O, FFN x2) are quantised; Q.K^T and P.V stay float
+    # only the weight MatMuls (6 per layer: Q, K, V, O, FFN x2) are quantised; the attention itself
+    # (Q.K^T, softmax, P.V) is fused into one float MultiHeadAttention per layer before quantising
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
     quantised = [n for n in matmuls if all(producers.get(i) == "DequantizeLinear" for i in n.input)]
-    assert len(matmuls) == 8 and len(quantised) == 6
+    n_fused = sum(n.op_type == "MultiHeadAttention" for n in proto.graph.node)
+    assert report["attention_fused"] == n_fused == 1
+    assert len(matmuls) == 6 and len(quantised) == 6
     assert len(weight_matmul_nodes(exported[0])) == 6
 
 
@@ -358,3 +361,28 @@ def test_token_batches(tmp_path):
     pd.DataFrame({"cell_id": ["a"]}).to_parquet(bad)
     with pytest.raises(InputError, match="no input_ids column"):
         token_batches([bad])
+
+
+def test_attention_fusion_is_exact_and_leaves_the_file_standard(exported):
+    """The exported file holds no contrib op (TensorRT reads it); ORT runs it fused, to 1e-5."""
+    from netpert.isp.fusion import fuse_attention
+
+    path, _report = exported
+    proto = onnx.load(str(path))
+    assert not any(n.domain == "com.microsoft" for n in proto.graph.node)
+    heads = {p.key: p.value for p in proto.metadata_props}["netpert.num_heads"]
+    n = fuse_attention(proto, int(heads))
+    assert n >= 1 and sum(x.op_type == "MultiHeadAttention" for x in proto.graph.node) == n
+    assert not any(x.op_type == "Softmax" for x in proto.graph.node)
+    assert fuse_attention(proto, int(heads)) == 0  # already fused
+    fused = OnnxBackend(path, name="onnx")
+    assert fused.describe()["attention_fused_layers"] == n
+    import onnxruntime as ort
+
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b, length in ((3, 20), (5, 33)):
+        ids, mask = padded_batch(b, length, seed=b)
+        ref_cell, ref_tokens = plain.run(["cell", "tokens"], {"input_ids": ids, "attention_mask": mask})
+        out = fused.embed(ids, mask, return_tokens=True)
+        np.testing.assert_allclose(out.cell, ref_cell, atol=1e-5)
+        np.testing.assert_allclose(out.tokens, ref_tokens, atol=1e-5)

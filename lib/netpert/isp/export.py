@@ -340,6 +340,7 @@ def export_onnx(
             "netpert.quantization": "none",
             "netpert.exporter": report["exporter"],
             "netpert.max_len": max_len,
+            "netpert.num_heads": int(bert.config.num_attention_heads),
         }
         with atomic_path(path) as out:
             _write_single_file(raw, out, metadata)
@@ -664,6 +665,23 @@ class _BatchReader:
         self.position = 0
 
 
+def fuse_file(path, metadata: dict) -> int:
+    """Fuse the attention blocks of the ONNX file ``path`` in place (see :mod:`netpert.isp.fusion`);
+    returns how many were fused (0 when the export records no head count or the pattern differs)."""
+    import onnx
+
+    from netpert.isp.fusion import fuse_attention
+
+    heads = metadata.get("netpert.num_heads")
+    if not heads:
+        return 0
+    proto = onnx.load(str(path))
+    n = fuse_attention(proto, int(heads))
+    if n:
+        onnx.save(proto, str(path))
+    return n
+
+
 def preprocess_for_quantization(src, dst) -> dict:
     """ORT's recommended pre-processing (symbolic shape inference + optimisation) of the fp32 model.
 
@@ -907,6 +925,7 @@ def quantize_onnx(
         tmp = Path(tmp)
         pre = tmp / "preprocessed.onnx"
         report["preprocess"] = preprocess_for_quantization(src, pre)
+        report["attention_fused"] = fuse_file(pre, metadata)
         fp32 = OnnxBackend(src, threads=threads, providers="cpu", name="onnx")
         ref, seconds = _embed_all(fp32, evaluation)
         report["fp32"] = {"seconds": round(seconds, 4), "file_size_bytes": os.path.getsize(src)}
