@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 #: the consistency bar every fast method is held to against ``baseline`` (config ``isp.bar``)
 DEFAULT_BAR = {"mean_cosine": 0.999, "min_cosine": 0.99, "spearman": 0.95}
@@ -82,6 +81,8 @@ def top_affected_genes(gene_ids: np.ndarray, cosines: np.ndarray, top_n: int = 1
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman correlation (nan with fewer than 3 values or a constant side)."""
+    from scipy import stats
+
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]

@@ -30,6 +30,7 @@ import pandas as pd
 
 from netpert._io import atomic_path
 from netpert.errors import InputError
+from netpert.isp import metrics
 from netpert.isp.perturb import PerturbationSpec, check_kind, expand, make_specs
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,6 @@ def run_isp(
     ``n_suffix``: the special tokens at the ends (``<cls>`` / ``<eos>``), left out of the cell
     embedding and the gene shifts. With ``warmup`` one small batch runs first, untimed.
     """
-    from netpert.isp import metrics
-
     if len(cells) == 0:
         raise InputError("no cells to perturb")
     if len(cells) != len(cell_ids):
