@@ -11,6 +11,10 @@ Rows (name, size, seconds, ratio, agreement):
   embeddings (originals and perturbed) with baseline's. The printed table adds the minimum
   cosine, the Spearman correlation of the per-perturbation effects (1 - cosine) with
   baseline's, the batching and the precision notes (e.g. whether bf16 has native units here).
+  ``model_mb``: what the method runs (the ONNX file, or the torch module's weights: the full model
+  with its masked-LM head for baseline, the encoder up to the pooled layer for batched / amp);
+  ``peak_rss_mb``: the benchmark process's peak while the method ran (every method's model is
+  loaded in it; the workflow's report gives each method's own job memory).
 * ``batched@input_order/10``: the encoder-only forward in baseline's batches, separating the
   gain of dropping the masked-LM head and the unused last layer from that of batching.
 
@@ -95,6 +99,16 @@ def choose_targets(adata, k: int) -> list[str]:
     index = {g: i for i, g in enumerate(genes)}
     nnz = np.asarray((adata.X > 0).sum(axis=0)).ravel()
     return sorted(candidates, key=lambda g: (-nnz[index[g]], g))[:k]
+
+
+def model_mb(method: str, backend, artifacts: dict) -> float:
+    """Size of what the method runs: the ONNX file, or the torch module's weights (MiB)."""
+    if method in artifacts:
+        return os.path.getsize(artifacts[method]) / 2**20
+    module = getattr(backend, "encoder", None) or getattr(backend, "model", None)
+    if module is None:
+        return float("nan")
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
 
 
 def onnx_artifacts(bundle, tmp: Path, methods, tokens, layer: int, threads: int, int8_candidates=None) -> tuple[dict, dict]:
@@ -199,6 +213,7 @@ def run(args) -> pd.DataFrame:
                     best[key] = (res, summ)
                 print(f"  round {rnd + 1}: {m} ({batching}, batch {bs}): {summ['wall_s']:.2f} s", flush=True)
         descs = {m: b.describe() for m, b in backends.items()}
+        sizes = {m: model_mb(m, b, artifacts) for m, b in backends.items()}
         for b in backends.values():
             b.close()
     base_key = ("baseline", DEFAULT_BATCHING["baseline"], args.batch_size or DEFAULT_BATCH_SIZE["baseline"])
@@ -237,6 +252,7 @@ def run(args) -> pd.DataFrame:
                 "perturbations_per_s": rate,
                 "cells_per_s": len(res.cell_ids) / prof["wall_s"],
                 "peak_rss_mb": prof["peak_rss_mb"],
+                "model_mb": sizes[m],
                 "cpu_percent": prof["cpu_percent"],
                 "batching": f"{batching}/{bs}",
                 "padding": res.stats["padding_fraction"],
