@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from netpert.isp.backends import DEFAULT_BATCH_SIZE, DEFAULT_BATCHING, make_backend, method_available
+from netpert.isp.metrics import cosine_rows, spearman
 from netpert.isp.model import build_model
 from netpert.isp.perturb import make_specs
 from netpert.isp.profiling import Profiler
@@ -145,12 +146,6 @@ def effects(result) -> np.ndarray:
     return 1.0 - result.table["cosine"].to_numpy()
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from netpert.isp.metrics import cosine_rows
-
-    return np.asarray(cosine_rows(a, b), dtype=np.float64)
-
-
 def run(args) -> pd.DataFrame:
     import torch
 
@@ -227,14 +222,8 @@ def run(args) -> pd.DataFrame:
     )
     for (m, batching, bs), (res, prof) in best.items():
         rate = res.n_perturbations / prof["wall_s"]
-        cos = cosines(np.concatenate([res.original, res.perturbed]), base_all)
-        eff, base_eff = effects(res), effects(base_res)
-        if len(eff) > 2 and np.std(eff) > 0 and np.std(base_eff) > 0:
-            from scipy.stats import spearmanr
-
-            rho = float(spearmanr(eff, base_eff).statistic)
-        else:
-            rho = float("nan")
+        cos = cosine_rows(np.concatenate([res.original, res.perturbed]), base_all)
+        rho = spearman(effects(res), effects(base_res))
         name = m if (batching, bs) == (DEFAULT_BATCHING[m], args.batch_size or DEFAULT_BATCH_SIZE[m]) else f"{m}@{batching}/{bs}"
         d = descs[m]
         note = d.get("precision", "")

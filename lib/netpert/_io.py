@@ -9,6 +9,19 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
+
+def json_default(value):
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:

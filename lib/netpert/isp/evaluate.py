@@ -101,6 +101,7 @@ def evaluate(results: dict[tuple[str, str], dict], perfs: dict[tuple[str, str], 
     has_baseline = BASELINE in methods
     if not has_baseline:
         log.warning("no '%s' among the methods: consistency figures are left empty", BASELINE)
+    pooled_baseline = _pool([(s, results[(BASELINE, s)]) for s in strata]) if has_baseline else None
     rows = []
     for method in methods:
         per = [(s, results[(method, s)]) for s in strata if (method, s) in results]
@@ -113,9 +114,7 @@ def evaluate(results: dict[tuple[str, str], dict], perfs: dict[tuple[str, str], 
         for stratum, r, perf in scopes:
             row = {"method": method, "stratum": stratum, **_perf_row(perf), **_effects(r)}
             if has_baseline:
-                ref = results[(BASELINE, stratum)] if stratum != OVERALL else _pool(
-                    [(s, results[(BASELINE, s)]) for s in strata]
-                )
+                ref = results[(BASELINE, stratum)] if stratum != OVERALL else pooled_baseline
                 row.update(M.consistency(r, ref, bar))
             else:
                 row.update(passes_bar=None, failed_criteria="no baseline to compare with")

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from netpert._io import atomic_path
+from netpert._io import atomic_path, json_default
 from netpert.errors import InputError
+from netpert.isp.metrics import cosine_rows  # noqa: F401  (also imported from here)
 
 log = logging.getLogger(__name__)
 
@@ -398,17 +399,7 @@ def check_export(onnx_path, model, layer: int = -2, shapes=DEFAULT_CHECK_SHAPES,
 def write_report(report: dict, path) -> None:
     """Write a report dict as JSON (atomically)."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        Path(tmp).write_text(json.dumps(report, indent=2, default=json_default) + "\n")
 
 
 # --------------------------------------------------------------------------- int8 quantisation
@@ -524,15 +515,6 @@ def unpad_batches(batches) -> list[np.ndarray]:
         ids, mask = np.asarray(ids), np.asarray(mask)
         cells.extend(ids[i, mask[i] > 0].astype(np.int64) for i in range(ids.shape[0]))
     return cells
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two (N, H) arrays (float64)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    num = (a * b).sum(axis=1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return num / np.maximum(den, 1e-300)
 
 
 def embed_cells_in_batches(backend, cells, batches_of_indices) -> np.ndarray:

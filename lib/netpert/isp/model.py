@@ -38,6 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from netpert._io import json_default
 from netpert.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -224,19 +225,7 @@ class ModelBundle:
 
 def _write_json(path: Path, data) -> None:
     with open(path, "w") as fh:
-        json.dump(data, fh, indent=1 if isinstance(data, dict) and len(data) < 200 else None, default=_json_default)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        json.dump(data, fh, indent=1 if isinstance(data, dict) and len(data) < 200 else None, default=json_default)
 
 
 # --------------------------------------------------------------------------- dictionaries

@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from netpert._io import atomic_path
+from netpert._io import atomic_path, json_default
 from netpert.errors import InputError
 from netpert.isp import metrics
 from netpert.isp.perturb import PerturbationSpec, check_kind, expand, make_specs
@@ -323,7 +323,7 @@ def write_tokens(path, cell_ids, input_ids, specs: Sequence[PerturbationSpec], m
         columns[k] = pa.array(list(v))
     table = pa.table(columns)
     full = {**meta, "perturbations": [s.to_dict() for s in specs]}
-    table = table.replace_schema_metadata({TOKENS_META_KEY: json.dumps(full, default=_json_default).encode()})
+    table = table.replace_schema_metadata({TOKENS_META_KEY: json.dumps(full, default=json_default).encode()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -347,20 +347,6 @@ def read_tokens(path) -> TokenFile:
     cell_ids = [str(c) for c in table.column("cell_id").to_pylist()]
     input_ids = [np.asarray(x, dtype=np.int64) for x in table.column("input_ids").to_pylist()]
     return TokenFile(cell_ids, input_ids, specs, meta)
-
-
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def stratum_of(adata, path=None) -> str:
@@ -500,7 +486,7 @@ def result_arrays(result: IspResult, meta: Mapping) -> dict[str, np.ndarray]:
         "top_cosines": result.top_cosines.astype(np.float32),
         "skipped_labels": np.asarray(list(result.skipped), dtype=str),
         "skipped_counts": np.asarray(list(result.skipped.values()), dtype=np.int64),
-        "metadata": np.asarray(json.dumps(meta, default=_json_default)),
+        "metadata": np.asarray(json.dumps(meta, default=json_default)),
     }
 
 
@@ -630,7 +616,7 @@ def infer_stratum(
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
     with atomic_path(perf_path) as tmp:
-        tmp.write_text(json.dumps(perf, indent=1, default=_json_default))
+        tmp.write_text(json.dumps(perf, indent=1, default=json_default))
     log.info(
         "%s / %s: %d cells, %d perturbations (%d skipped) in %.2f s: %.1f perturbations/s",
         method,

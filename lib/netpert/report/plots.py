@@ -119,23 +119,17 @@ def plot_memory(methods: pd.DataFrame, untrained: bool = False):
     """Peak resident memory (and peak GPU memory where measured) per method."""
     has_gpu = "gpu_peak_mem_mb" in methods and methods["gpu_peak_mem_mb"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_gpu else 1, figsize=(10 if has_gpu else 6, 4.2), squeeze=False)
-    m = methods.dropna(subset=["peak_rss_mb"]) if "peak_rss_mb" in methods else methods.iloc[0:0]
-    x = np.arange(len(m))
-    ax = axes[0, 0]
-    bars = ax.bar(x, m["peak_rss_mb"], color=_bar_colors(m), edgecolor="black", linewidth=0.5)
-    _annotate_bars(ax, bars, [f"{v:.0f}" for v in m["peak_rss_mb"]])
-    ax.set_ylabel("peak resident memory (MB)")
-    ax.set_title("Host memory (peak RSS of the inference job)", fontsize=10)
-    ax.set_xticks(x, m["method"], rotation=20, ha="right")
+    panels = [("peak_rss_mb", "peak resident memory (MB)", "Host memory (peak RSS of the inference job)")]
     if has_gpu:
-        g = methods.dropna(subset=["gpu_peak_mem_mb"])
-        xg = np.arange(len(g))
-        ax = axes[0, 1]
-        bars = ax.bar(xg, g["gpu_peak_mem_mb"], color=_bar_colors(g), edgecolor="black", linewidth=0.5)
-        _annotate_bars(ax, bars, [f"{v:.0f}" for v in g["gpu_peak_mem_mb"]])
-        ax.set_ylabel("peak GPU memory (MB)")
-        ax.set_title("GPU memory (peak allocated)", fontsize=10)
-        ax.set_xticks(xg, g["method"], rotation=20, ha="right")
+        panels.append(("gpu_peak_mem_mb", "peak GPU memory (MB)", "GPU memory (peak allocated)"))
+    for ax, (col, ylabel, title) in zip(axes[0], panels):
+        m = methods.dropna(subset=[col]) if col in methods else methods.iloc[0:0]
+        x = np.arange(len(m))
+        bars = ax.bar(x, m[col], color=_bar_colors(m), edgecolor="black", linewidth=0.5)
+        _annotate_bars(ax, bars, [f"{v:.0f}" for v in m[col]])
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(x, m["method"], rotation=20, ha="right")
     for ax in axes[0]:
         ax.set_xlabel("inference method")
         ax.margins(y=0.15)
