@@ -1,4 +1,4 @@
-"""Checkpoint stratify: one h5ad per kept stratum and strata.tsv listing every stratum."""
+"""Checkpoint stratify: per kept stratum {slug}.h5ad and {slug}.null.h5ad, and strata.tsv listing every stratum."""
 
 import logging
 
@@ -14,9 +14,13 @@ with script_logging(snakemake):  # noqa: F821
         cells,
         min_cells=p.min_cells,
         max_cells=p.max_cells,
-        use_metacells=p.metacells,
+        use_metacells=p.metacells,  # True, False or "auto" (strings from --config are parsed by netpert)
+        metacell_method=p.metacell_method,
         metacell_k=p.metacell_k,
+        metacell_max_k=p.metacell_max_k,
         metacell_max_cells=p.metacell_max_cells,
+        target_umis=p.target_umis,
+        n_pcs=p.n_pcs,
         seed=p.seed,
     )
     write_strata(kept, table, snakemake.output[0])  # noqa: F821

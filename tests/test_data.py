@@ -232,10 +232,16 @@ def test_stratify_keeps_and_skips(tmp_path, h5ad):
     assert len(kept) == 3 and all(s.adata.n_obs >= 30 for s in kept)
     write_strata(kept, table, tmp_path / "strata")
     back = read_strata_table(tmp_path / "strata" / "strata.tsv")
-    assert list(back.columns) == ["stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason"]
+    assert list(back.columns) == [
+        "stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason",
+        "aggregation", "n_metacells", "mean_overlap", "median_umis",
+    ]
+    assert set(back["aggregation"]) == {"none"}  # Poisson(2) counts are dense: auto keeps cells
     for s in kept:
         got = ad.read_h5ad(tmp_path / "strata" / f"{s.slug}.h5ad")
         assert (got.obs["stratum"] == s.slug).all()
+        null = ad.read_h5ad(tmp_path / "strata" / f"{s.slug}.null.h5ad")
+        assert null.shape == got.shape and null.uns["netpert"]["is_null"]
 
 
 def test_stratify_by_tissue_and_subsample():
@@ -257,14 +263,19 @@ def test_no_stratum_large_enough():
 
 def test_metacells_sum_neighbours():
     cells = prepare(make_counts(n_cells=90, n_types=1), "celltype", min_cells_per_gene=1)
-    kept, table = stratify(cells, min_cells=30, use_metacells=True, metacell_k=5, metacell_max_cells=25)
+    kept, table = stratify(
+        cells, min_cells=30, use_metacells=True, metacell_method="knn", metacell_k=5, metacell_max_cells=25
+    )
     meta = kept[0].adata
     assert meta.n_obs == 25 and (meta.obs["n_merged"] == 6).all()
-    # each metacell is its seed cell plus 5 others: its total is the sum of 6 cells' totals
+    # each metacell is its seed cell plus 5 others: its summed total (obs umis) is the sum of 6 cells' totals
     totals = np.asarray(cells.X.sum(axis=1)).ravel()
     seed_names = [n.removeprefix("meta_") for n in meta.obs_names]
     seed_totals = totals[[cells.obs_names.get_loc(n) for n in seed_names]]
-    meta_totals = np.asarray(meta.X.sum(axis=1)).ravel()
+    meta_totals = meta.obs["umis"].to_numpy()
     assert np.all(meta_totals > seed_totals)
     assert np.all(meta_totals <= np.sort(totals)[-6:].sum() + 1e-3)
+    # then scaled for library size: every metacell holds the median summed total
+    np.testing.assert_allclose(np.asarray(meta.X.sum(axis=1)).ravel(), np.median(meta_totals), rtol=1e-5)
     assert "25 metacells of k=5" in table.loc[0, "reason"]
+    assert table.loc[0, "aggregation"] == "knn" and table.loc[0, "n_metacells"] == 25

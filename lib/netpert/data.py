@@ -4,6 +4,12 @@ The workflow's data contract (``results/data/cells.h5ad`` and ``results/strata/{
 X is a non-negative counts-like float32 CSR matrix, the var index holds unique gene symbols,
 ``obs['cell_type']``, ``obs['tissue']`` (when a tissue key is given) and ``obs['stratum']`` (the
 stratum's safe slug) are set, and ``uns['netpert']`` records where the values came from.
+
+The strata folder (checkpoint ``stratify``) holds, per kept stratum, ``{slug}.h5ad`` (its cells,
+or its metacells: library-size-normalised sums, obs ``n_merged`` and ``umis``,
+``uns['netpert']['metacells']``) and ``{slug}.null.h5ad`` (the same cells with each gene permuted
+across cells, aggregated exactly as the stratum: the ARACNe threshold's null data), plus
+``strata.tsv`` (:data:`STRATA_COLUMNS`, one row per stratum, kept or skipped).
 """
 
 from __future__ import annotations
@@ -19,14 +25,25 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from netpert import seeds
 from netpert._io import atomic_dir, atomic_path
 from netpert.errors import InputError
+from netpert.metacells import (  # noqa: F401  (re-exported: netpert.data.metacells and friends)
+    TARGET_UMIS,
+    check_params,
+    mean_overlap,
+    metacells,
+    needs_metacells,
+    parse_use_metacells,
+    permute_genes,
+)
 from netpert.regulators import regulators_in
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = {"pbmc68k_reduced": "scanpy's bundled pbmc68k_reduced (700 PBMCs, 765 genes, 10 cell types in obs['bulk_labels'])"}
 STRATA_TABLE = "strata.tsv"
+NULL_SUFFIX = ".null.h5ad"
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -258,68 +275,79 @@ def slug_map(names: Sequence[str] | pd.Series) -> dict[str, str]:
 
 @dataclass
 class Stratum:
+    """A kept stratum: its samples (cells or metacells) and its null data (``null``: the same cells
+    with every gene permuted across cells, aggregated exactly as ``adata``)."""
+
     name: str
     slug: str
     adata: ad.AnnData
+    null: ad.AnnData | None = None
 
 
-def metacells(adata: ad.AnnData, k: int = 5, max_cells: int = 250, n_pcs: int = 30, seed: int = 0) -> ad.AnnData:
-    """PISCES-style metacells: each of up to ``max_cells`` sampled cells summed with its ``k`` nearest neighbours.
+STRATA_COLUMNS = [
+    "stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason",
+    "aggregation", "n_metacells", "mean_overlap", "median_umis",
+]
 
-    Neighbours come from scanpy (``pp.neighbors`` on a PCA of the log-normalised data); the counts summed
-    are the original ones. obs of a metacell are those of its seed cell, plus ``n_merged``.
-    """
-    import scanpy as sc
 
-    n = adata.n_obs
-    if n < k + 2:
-        raise InputError(f"stratum has {n} cells, too few for metacells of k={k} neighbours (config key strata.metacells.k)")
-    work = ad.AnnData(X=adata.X.copy(), obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
-    sc.pp.normalize_total(work, target_sum=1e4)
-    sc.pp.log1p(work)
-    comps = int(min(n_pcs, n - 1, adata.n_vars - 1))
-    sc.pp.pca(work, n_comps=comps, random_state=seed)
-    sc.pp.neighbors(work, n_neighbors=k + 1, n_pcs=comps, random_state=seed, method="umap", knn=True)
-    dist = work.obsp["distances"].tocsr()
-    rng = np.random.default_rng(seed)
-    seeds = np.sort(rng.choice(n, size=min(max_cells, n), replace=False))
-    X = _as_csr32(adata.X)
-    rows, cols = [], []
-    for j, i in enumerate(seeds):
-        nbrs = dist.indices[dist.indptr[i] : dist.indptr[i + 1]]
-        order = np.argsort(dist.data[dist.indptr[i] : dist.indptr[i + 1]])[:k]
-        members = np.concatenate([[i], nbrs[order]])
-        rows.extend([j] * len(members))
-        cols.extend(members.tolist())
-    agg = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(seeds), n))
-    obs = adata.obs.iloc[seeds].copy()
-    obs["n_merged"] = np.diff(agg.indptr)
-    obs.index = [f"meta_{name}" for name in obs.index]
-    out = ad.AnnData(X=sp.csr_matrix(agg @ X, dtype=np.float32), obs=obs, var=adata.var.copy())
-    out.uns["netpert"] = dict(adata.uns.get("netpert", {}))
-    out.uns["netpert"]["metacells"] = {"k": k, "max_cells": max_cells, "n_pcs": comps, "seed": seed}
-    return out
+def stratum_file(slug: str) -> str:
+    """File name of a stratum's samples in the strata folder."""
+    return f"{slug}.h5ad"
+
+
+def null_file(slug: str) -> str:
+    """File name of a stratum's null data (genes permuted, then aggregated as the stratum)."""
+    return f"{slug}{NULL_SUFFIX}"
+
+
+def _totals(adata: ad.AnnData) -> np.ndarray:
+    return np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
 
 
 def stratify(
     adata: ad.AnnData,
     min_cells: int = 30,
     max_cells: int | None = None,
-    use_metacells: bool = False,
+    use_metacells: bool | str = "auto",
+    metacell_method: str = "representative",
     metacell_k: int = 5,
+    metacell_max_k: int = 30,
     metacell_max_cells: int = 250,
+    target_umis: float = TARGET_UMIS,
+    n_pcs: int = 30,
     seed: int = 0,
 ) -> tuple[list[Stratum], pd.DataFrame]:
     """Split ``adata`` (from :func:`prepare`) into strata; return the kept ones and the table of all.
 
-    A stratum is kept with at least ``min_cells`` cells; ``max_cells`` subsamples larger ones
-    (seeded); ``use_metacells`` replaces each kept stratum by its metacells.
+    A stratum is kept with at least ``min_cells`` cells; ``max_cells`` subsamples larger ones.
+    ``use_metacells`` (``"auto"``, ``True``, ``False``; strings accepted) replaces each kept
+    stratum by its metacells (:func:`netpert.metacells.metacells`); ``"auto"`` decides once for the
+    whole data with :func:`netpert.metacells.needs_metacells` (sparse integer counts: yes).
+    Every kept stratum also gets its null data (:func:`netpert.metacells.permute_genes` of its
+    cells after subsampling, then aggregated exactly as the stratum, from its own PCA/kNN).
+
+    Random streams come from :mod:`netpert.seeds` per stratum name (``strata``, ``permutation``,
+    ``metacells``, and ``metacells`` + ``"null"`` for the null), so a stratum's output depends
+    neither on the other strata nor on the order they are processed in.
     """
+    choice = parse_use_metacells(use_metacells)
+    method = str(metacell_method).strip().lower()
+    if choice is not False:  # check the parameters before any work
+        check_params(method, metacell_k, metacell_max_k, metacell_max_cells, target_umis, n_pcs)
+    if choice == "auto":
+        aggregate, why = needs_metacells(adata)
+        why = f"strata.metacells.enabled is auto and {why}"
+    else:
+        aggregate, why = bool(choice), f"strata.metacells.enabled is {str(choice).lower()}"
+    log.info("metacells %s: %s", "on" if aggregate else "off", why)
+    mc_kw = dict(
+        method=method, k=metacell_k, max_k=metacell_max_k, max_cells=metacell_max_cells, target_umis=target_umis, n_pcs=n_pcs
+    )
+
     with_tissue = bool(adata.uns.get("netpert", {}).get("tissue_key"))
     names = stratum_names(adata.obs, with_tissue)
     slugs = slug_map(names)
     rows, kept = [], []
-    rng = np.random.default_rng(seed)
     for name in sorted(slugs):
         idx = np.flatnonzero((names == name).values)
         row = {
@@ -328,6 +356,10 @@ def stratify(
             "cell_type": adata.obs["cell_type"].iloc[idx[0]],
             "tissue": adata.obs["tissue"].iloc[idx[0]] if with_tissue else "",
             "n_cells": len(idx),
+            "aggregation": "none",
+            "n_metacells": 0,
+            "mean_overlap": np.nan,
+            "median_umis": np.nan,
         }
         if name == "" or (with_tissue and name.endswith(" | ")):
             row.update(status="skipped", reason="cells without a cell-type label", n_output=0)
@@ -335,17 +367,29 @@ def stratify(
             row.update(status="skipped", reason=f"{len(idx)} cells < strata.min_cells={min_cells}", n_output=0)
         else:
             if max_cells and len(idx) > max_cells:
-                idx = np.sort(rng.choice(idx, size=max_cells, replace=False))
+                idx = np.sort(seeds.rng(seed, "strata", name).choice(idx, size=max_cells, replace=False))
             sub = adata[idx].copy()
+            null = permute_genes(sub, seeds.rng(seed, "permutation", name))
             reason = f"subsampled to {max_cells}" if max_cells and row["n_cells"] > max_cells else ""
-            if use_metacells:
-                sub = metacells(sub, k=metacell_k, max_cells=metacell_max_cells, seed=seed)
-                reason = (reason + "; " if reason else "") + f"{sub.n_obs} metacells of k={metacell_k}"
-            sub.uns["netpert"] = dict(sub.uns.get("netpert", {}), stratum=name, slug=slugs[name])
-            kept.append(Stratum(name, slugs[name], sub))
-            row.update(status="kept", reason=reason, n_output=sub.n_obs)
+            if aggregate:
+                sub = metacells(sub, seed=seeds.rng(seed, "metacells", name), name=name, **mc_kw)
+                null = metacells(null, seed=seeds.rng(seed, "metacells", name, "null"), name=f"{name} (null)", **mc_kw)
+                info = sub.uns["netpert"]["metacells"]
+                if method == "knn":
+                    what = f"{sub.n_obs} metacells of k={metacell_k} neighbours (knn)"
+                else:
+                    what = (
+                        f"{sub.n_obs} representative metacells (median {info['median_n_merged']:g} cells, "
+                        f"target {float(target_umis):g} UMIs)"
+                    )
+                reason = (reason + "; " if reason else "") + what
+                row.update(aggregation=method, n_metacells=int(sub.n_obs), mean_overlap=round(info["mean_overlap"], 4))
+            for part, is_null in ((sub, False), (null, True)):
+                part.uns["netpert"] = dict(part.uns.get("netpert", {}), stratum=name, slug=slugs[name], is_null=is_null)
+            kept.append(Stratum(name, slugs[name], sub, null))
+            row.update(status="kept", reason=reason, n_output=sub.n_obs, median_umis=float(np.median(_totals(sub))))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason"])
+    table = pd.DataFrame(rows, columns=STRATA_COLUMNS)
     if not kept:
         sizes = ", ".join(f"{r['stratum']}: {r['n_cells']}" for r in rows)
         raise InputError(
@@ -356,15 +400,25 @@ def stratify(
 
 
 def write_strata(strata: list[Stratum], table: pd.DataFrame, outdir: str | Path) -> None:
-    """Write ``{slug}.h5ad`` per kept stratum and ``strata.tsv`` into ``outdir``, atomically as a whole."""
+    """Write ``{slug}.h5ad`` and ``{slug}.null.h5ad`` per kept stratum and ``strata.tsv`` into
+    ``outdir``, atomically as a whole (the folder appears complete or not at all)."""
+    missing = [s.slug for s in strata if s.null is None]
+    if missing:
+        raise ValueError(f"strata without null data: {', '.join(missing)} (build them with stratify())")
     with atomic_dir(outdir) as tmp:
         for s in strata:
-            s.adata.write_h5ad(tmp / f"{s.slug}.h5ad", compression="gzip")
-        table.to_csv(tmp / STRATA_TABLE, sep="\t", index=False)
+            s.adata.write_h5ad(tmp / stratum_file(s.slug), compression="gzip")
+            s.null.write_h5ad(tmp / null_file(s.slug), compression="gzip")
+        table.to_csv(tmp / STRATA_TABLE, sep="\t", index=False, na_rep="")
 
 
 def read_strata_table(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", keep_default_na=False)
+    """``strata.tsv``: text columns as strings, the numeric ones as numbers (empty: NaN)."""
+    table = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"stratum": str, "slug": str})
+    for col in ("mean_overlap", "median_umis"):
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    return table
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:

@@ -44,8 +44,12 @@ checkpoint stratify:
         max_cells=config["strata"]["max_cells"],
         seed=config["strata"]["seed"],
         metacells=config["strata"]["metacells"]["enabled"],
+        metacell_method=config["strata"]["metacells"]["method"],
         metacell_k=config["strata"]["metacells"]["k"],
+        metacell_max_k=config["strata"]["metacells"]["max_k"],
         metacell_max_cells=config["strata"]["metacells"]["max_cells"],
+        target_umis=config["strata"]["metacells"]["target_umis"],
+        n_pcs=config["strata"]["metacells"]["n_pcs"],
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
