@@ -264,54 +264,65 @@ def test_workflow_scripts(tmp_path):
     data.write_h5ad(h5ad)
     regs_file = tmp_path / "regs.txt"
     regs_file.write_text("\n".join(g for g in data.var_names if g.startswith("TF")) + "\n")
+    cal_files = {"threshold": str(tmp_path / "threshold.txt"), "info": str(tmp_path / "threshold.json"), "null": str(tmp_path / "null.npz")}
+    common = {"regulators": [str(regs_file)], "species": "human", "seed": 1, "resampling": "subsample", "backend": "numba"}
 
     sm, log = fake_snakemake(
-        tmp_path, "aracne_threshold", {"h5ad": str(h5ad)},
-        {"threshold": str(tmp_path / "threshold.txt"), "info": str(tmp_path / "threshold.json")},
-        {"pvalue": 1e-4, "seed": 1, "method": "fit", "cache_dir": str(tmp_path / "cache")},
+        tmp_path, "aracne_threshold", {"h5ad": str(h5ad), "null": str(tmp_path / "absent.null.h5ad")}, cal_files,
+        dict(common, pvalue=1e-4, fdr=0.05, method="calibrated", cache_dir=str(tmp_path / "cache")),
     )
     run_script("aracne_threshold.py", sm)
     thr = float((tmp_path / "threshold.txt").read_text())
     info = json.loads((tmp_path / "threshold.json").read_text())
-    assert info["threshold"] == thr and info["n_samples"] == 150 and info["method"] == "fit"
-    assert {"pvalue", "seed", "null_size", "fit"} <= set(info)
+    assert info["threshold"] == thr and info["n_samples"] == 150 and info["method"] == "calibrated" and info["fdr"] == 0.05
+    assert info["resampling"] == "subsample" and info["null_size"] >= 100_000
+    assert A.NullModel.load(tmp_path / "null.npz").n_total == info["null_size"]
     assert "rule aracne_threshold finished" in log.read_text()
 
     boots = []
-    for chunk, seeds in enumerate([[11, 12], [13, 14]]):
+    for chunk, (first, count) in enumerate([(0, 2), (2, 2)]):
         out = tmp_path / f"boot_{chunk}.tsv"
         sm, log = fake_snakemake(
-            tmp_path, "aracne_bootstrap", {"h5ad": str(h5ad), "threshold": str(tmp_path / "threshold.txt")}, {"tsv": str(out)},
-            {"regulators": [str(regs_file)], "species": "human", "seeds": seeds, "resampling": "bootstrap",
-             "dpi": True, "dpi_tolerance": 0.0, "backend": "numba"}, threads=2,
+            tmp_path, "aracne_bootstrap", {"h5ad": str(h5ad), **cal_files}, {"tsv": str(out)},
+            dict(common, bootstraps=[first, count], dpi=True, dpi_tolerance=0.0), threads=2,
         )
         run_script("aracne_bootstrap.py", sm)
         table = pd.read_csv(out, sep="\t")
-        assert list(table.columns) == ["bootstrap", "regulator", "target", "mi"] and set(table["bootstrap"]) == set(seeds)
+        assert list(table.columns) == ["bootstrap", "regulator", "target", "mi"]
+        assert set(table["bootstrap"]) <= set(A.bootstrap_seeds(1, count, first)) and len(table) > 0
         boots.append(str(out))
 
-    sm, log = fake_snakemake(
-        tmp_path, "aracne_consensus", {"boots": boots, "h5ad": str(h5ad)},
-        {"network": str(tmp_path / "network.tsv"), "regulon": str(tmp_path / "regulon.tsv")},
-        {"consensus_pvalue": 0.05, "bonferroni": True, "max_targets": 50, "min_targets": 2, "n_bootstraps": 4},
-    )
+    consensus_params = {"consensus_pvalue": 0.05, "bonferroni": True, "max_targets": 50, "min_targets": 2, "n_bootstraps": 4,
+                        "skip_empty": False, "stratum": "S1"}
+    outs = {"network": str(tmp_path / "network.tsv"), "regulon": str(tmp_path / "regulon.tsv"), "status": str(tmp_path / "status.json")}
+    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": boots, "h5ad": str(h5ad)}, outs, consensus_params)
     run_script("aracne_consensus.py", sm)
     net = A.read_network(tmp_path / "network.tsv")
     reg = pd.read_csv(tmp_path / "regulon.tsv", sep="\t")
     assert len(net) > 0 and list(reg.columns) == ["regulator", "target", "mor", "likelihood"] and len(reg) > 0
+    status = A.read_status(tmp_path / "status.json")
+    assert status["status"] == "ok" and status["edges"] == len(net) and status["regulons"] == reg["regulator"].nunique()
 
-    # a stratum without consensus edges still gets valid, header-only files and a warning
+    # a stratum without regulons fails with an InputError naming it, and writes nothing ...
     empty = tmp_path / "boot_empty.tsv"
     empty.write_text("bootstrap\tregulator\ttarget\tmi\n")
-    sm, log = fake_snakemake(
-        tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad)},
-        {"network": str(tmp_path / "network0.tsv"), "regulon": str(tmp_path / "regulon0.tsv")},
-        {"consensus_pvalue": 0.05, "bonferroni": True, "max_targets": 50, "min_targets": 2, "n_bootstraps": 4},
-    )
+    outs0 = {k: str(tmp_path / f"{k}0.out") for k in ("network", "regulon", "status")}
+    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad)}, outs0, consensus_params)
+    with pytest.raises(InputError, match=r"stratum 'S1' \(150 samples\) has 0 edges.*metacells.*skip_empty"):
+        run_script("aracne_consensus.py", sm)
+    assert not any(Path(f).exists() for f in outs0.values())
+    # ... or, with strata.skip_empty, is marked skipped with header-only tables
+    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad)}, outs0,
+                             dict(consensus_params, skip_empty=True))
     run_script("aracne_consensus.py", sm)
-    assert (tmp_path / "network0.tsv").read_text().strip() == "Regulator\tTarget\tMI\tpvalue\tcount"
-    assert (tmp_path / "regulon0.tsv").read_text().strip() == "regulator\ttarget\tmor\tlikelihood"
-    assert "WARNING" in log.read_text() and "empty" in log.read_text()
+    assert Path(outs0["network"]).read_text().strip() == "Regulator\tTarget\tMI\tpvalue\tcount"
+    assert Path(outs0["regulon"]).read_text().strip() == "regulator\ttarget\tmor\tlikelihood"
+    st = A.read_status(outs0["status"])
+    assert st["status"] == "skipped" and "no regulon reaches 2 targets" in st["reason"]
+    strata = pd.DataFrame({"stratum": ["A", "B"], "slug": ["S1", "S2"], "status": ["kept", "skipped"], "reason": ["", "few cells"]})
+    summary = A.network_summary(strata, [st])
+    assert list(summary["status"]) == ["skipped", "skipped"] and "no regulon" in summary.loc[0, "reason"]
+    assert list(summary["network_status"]) == ["skipped", "no network"]
 
 
 def test_benchmark_quick(tmp_path):

@@ -54,13 +54,13 @@ def n_bootstrap_chunks():
     return -(-a["bootstraps"] // a["bootstraps_per_job"])
 
 
-def bootstrap_seeds(chunk):
-    """Seeds of the bootstraps of one chunk: the base seed plus the bootstrap's index, so the
-    networks do not depend on how the bootstraps were spread over jobs."""
+def bootstrap_range(chunk):
+    """``[first, count]``: the bootstraps of one chunk. Their seeds come from netpert.seeds in the
+    job, by bootstrap index, so the networks do not depend on how bootstraps are spread over jobs.
+    """
     a = config["aracne"]
     first = chunk * a["bootstraps_per_job"]
-    last = min(first + a["bootstraps_per_job"], a["bootstraps"])
-    return [a["seed"] + i for i in range(first, last)]
+    return [first, min(a["bootstraps_per_job"], a["bootstraps"] - first)]
 
 
 def aracne_mem_mb(input_mb, attempt):

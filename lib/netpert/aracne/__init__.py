@@ -3,7 +3,9 @@
 Held to ARACNe-AP's own outputs by ``fixtures/aracne`` (see its README). Main entry points:
 
 - :func:`mutual_information` -- APMI of every regulator x gene pair (numba or plain Python).
-- :func:`compute_threshold` / :func:`threshold_for_data` -- MI threshold for a p-value.
+- :func:`calibrate` / :func:`calibrated_null` -- the calibrated null (the data permuted and resampled as the
+  networks are) and per-network FDR control; :func:`compute_threshold` / :func:`threshold_for_data` -- the
+  rank-permutation null and MI threshold for a p-value (ARACNe-AP's design).
 - :func:`network` / :func:`bootstrap_networks` -- one or several networks (MI + threshold + DPI).
 - :func:`consensus` -- Poisson consensus of bootstrap networks.
 - :func:`build_regulons` -- ``regulator, target, mor, likelihood`` regulons for VIPER.
@@ -25,13 +27,31 @@ from netpert.aracne.io import (
 )
 from netpert.aracne.mi import apmi_numba, apmi_python, mi_block
 from netpert.aracne.bootstrap import bootstrap_networks, iter_mi_chunks, mutual_information, network
-from netpert.aracne.pipeline import aracne, bootstrap_seeds, threshold_for_data
+from netpert.aracne.calibration import calibrated_null
+from netpert.aracne.pipeline import (
+    THRESHOLD_METHODS,
+    Calibration,
+    aracne,
+    bootstrap_seeds,
+    calibrate,
+    network_summary,
+    read_status,
+    stratum_consensus,
+    threshold_for_data,
+    write_status,
+)
 from netpert.aracne.prepare import Expression, prepare_expression, rank_matrix, subsample_size
 from netpert.aracne.regulon import build_regulons, spearman_edges
 from netpert.aracne.simulate import simulate_network
-from netpert.aracne.threshold import aracne_ap_fit, compute_threshold, fit_tail, null_distribution
+from netpert.aracne.threshold import NullModel, aracne_ap_fit, bh_select, compute_threshold, fit_tail, null_distribution
 
 __all__ = [
+    "THRESHOLD_METHODS",
+    "Calibration",
+    "NullModel",
+    "bh_select",
+    "calibrate",
+    "calibrated_null",
     "ConsensusAccumulator",
     "Expression",
     "apmi_numba",
@@ -49,6 +69,10 @@ __all__ = [
     "iter_mi_chunks",
     "mi_block",
     "mutual_information",
+    "network_summary",
+    "read_status",
+    "stratum_consensus",
+    "write_status",
     "network",
     "null_distribution",
     "prepare_expression",

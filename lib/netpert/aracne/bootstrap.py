@@ -24,6 +24,7 @@ from netpert.aracne.prepare import (
     rank_matrix,
     resample_indices,
 )
+from netpert.aracne.threshold import NullModel, bh_select
 from netpert.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def mutual_information(
 def network(
     data,
     regulators: Sequence[str] | None,
-    threshold: float,
+    threshold: float | None,
     seed: int = 1,
     resampling: str | None = "bootstrap",
     dpi: bool = True,
@@ -145,6 +146,8 @@ def network(
     subsample_fraction: float = SUBSAMPLE_FRACTION,
     chunk_size: int | None = None,
     progress: bool = True,
+    fdr: float | None = None,
+    null: NullModel | None = None,
 ) -> pd.DataFrame:
     """One ARACNe network: resample, rank, APMI, threshold, DPI.
 
@@ -166,6 +169,10 @@ def network(
         replacement, as ARACNe3) or ``None`` (all samples once, ARACNe-AP ``--nobootstrap``).
     dpi, dpi_tolerance
         apply the DPI (:mod:`netpert.aracne.dpi`) with this tolerance.
+    fdr, null
+        with ``fdr``, the edges are the pairs that Benjamini-Hochberg keeps at that false
+        discovery rate among all regulator x gene tests of this network, with p-values from
+        ``null`` (:func:`netpert.aracne.calibration.calibrated_null`); ``threshold`` is then ignored.
 
     Returns
     -------
@@ -173,6 +180,12 @@ def network(
     """
     _check_backend(backend)
     expr = ensure_expression(data, regulators)
+    if fdr is not None:
+        if null is None:
+            raise InputError("an FDR threshold needs the null distribution (null=...); see netpert.aracne.calibrated_null")
+        threshold = null.threshold(fdr)  # no pair with a null p-value above fdr can pass BH
+    elif threshold is None:
+        raise InputError("give an MI threshold, or fdr= with its null distribution")
     rng = np.random.default_rng(seed)
     idx = resample_indices(expr.n_samples, rng, resampling, subsample_fraction)
     ranks = rank_matrix(expr.values, idx, rng, backend=backend)
@@ -180,13 +193,17 @@ def network(
     src = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     dst = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     mi = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+    if fdr is not None and len(src):
+        m = len(expr.reg_rows) * (expr.n_genes - 1)
+        keep = bh_select(null.pvalues(mi), m, fdr)
+        src, dst, mi = src[keep], dst[keep], mi[keep]
     n_thr = len(src)
     if dpi and n_thr:
         keep = dpi_keep(src, dst, mi, expr.n_genes, expr.reg_rows, tolerance=dpi_tolerance, backend=backend)
         src, dst, mi = src[keep], dst[keep], mi[keep]
     log.info(
-        "network seed=%s (%s, %d samples): %d edges >= %.6g, %d after DPI",
-        seed, resampling, len(idx), n_thr, threshold, len(src),
+        "network seed=%s (%s, %d samples): %d edges %s, %d after DPI",
+        seed, resampling, len(idx), n_thr, f"at FDR {fdr}" if fdr is not None else f">= {threshold:.6g}", len(src),
     )
     return _edges_frame(expr, src, dst, mi)
 
@@ -202,15 +219,21 @@ def bootstrap_networks(
     backend: str = "numba",
     subsample_fraction: float = SUBSAMPLE_FRACTION,
     progress: bool = True,
+    fdr: float | None = None,
+    null: NullModel | None = None,
 ) -> pd.DataFrame:
-    """Several bootstrap networks in long format: ``bootstrap`` (the seed), ``regulator, target, mi``."""
+    """Several bootstrap networks in long format: ``bootstrap`` (the seed), ``regulator, target, mi``.
+
+    ``threshold`` or ``fdr`` + ``null`` as in :func:`network`.
+    """
     _check_backend(backend)
     expr = ensure_expression(data, regulators)
     frames = []
     # per-network progress too when one network takes several chunks (large data)
     inner = progress and len(expr.reg_rows) * expr.n_genes > _CHUNK_PAIRS
     for s in tqdm(list(seeds), desc="bootstraps", unit="net", disable=not progress):
-        net = network(expr, None, threshold, int(s), resampling, dpi, dpi_tolerance, backend, subsample_fraction, progress=inner)
+        net = network(expr, None, threshold, int(s), resampling, dpi, dpi_tolerance, backend, subsample_fraction,
+                      progress=inner, fdr=fdr, null=null)
         net.insert(0, "bootstrap", int(s))
         frames.append(net)
     if not frames:

@@ -92,7 +92,7 @@ class ConsensusAccumulator:
     def result(self, pvalue: float = 0.05, bonferroni: bool = True) -> pd.DataFrame:
         """The consensus network: ``regulator, target, mi, pvalue, count`` of the edges kept.
 
-        Sorted by regulator, then by decreasing MI.
+        Sorted by regulator, then by decreasing MI, then by target.
         """
         n_reg, n_tgt = len(self._reg), len(self._tgt)
         what = f"{len(self.bootstrap_ids)} bootstrap(s)" if self.bootstrap_ids else f"{self.networks} network(s)"
@@ -124,7 +124,8 @@ class ConsensusAccumulator:
         if len(out) == 0:
             log.warning("no edge passed the consensus test: the consensus network is empty")
             return empty_consensus()
-        out = out.sort_values(["regulator", "mi"], ascending=[True, False], kind="mergesort").reset_index(drop=True)
+        # ties of MI (frequent in small samples) by target name, so the order never depends on arrival
+        out = out.sort_values(["regulator", "mi", "target"], ascending=[True, False, True], kind="mergesort").reset_index(drop=True)
         return out
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -10,19 +12,118 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from netpert import seeds
+from netpert._io import atomic_path, json_default
+from netpert.aracne.calibration import calibrated_null
 from netpert.aracne.consensus import ConsensusAccumulator
 from netpert.aracne.bootstrap import network
+from netpert.aracne.io import read_threshold, write_threshold
 from netpert.aracne.prepare import SUBSAMPLE_FRACTION, Expression, effective_samples, ensure_expression
-from netpert.aracne.threshold import compute_threshold
+from netpert.aracne.threshold import NullModel, compute_threshold, null_distribution
 from netpert.errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: threshold methods (``aracne.threshold_method``): the calibrated null, the rank-permutation
+#: null with a fitted tail, ARACNe-AP's own computation
+THRESHOLD_METHODS = ("calibrated", "fit", "aracne-ap")
+
 
 def bootstrap_seeds(seed: int, n: int, start: int = 0) -> list[int]:
-    """Seeds of bootstraps ``start .. start+n-1`` of a run with ``seed`` (distinct, reproducible)."""
-    states = np.random.SeedSequence(int(seed)).generate_state(start + n, dtype=np.uint32)
-    return [int(s) for s in states[start:]]
+    """Seeds of bootstraps ``start .. start+n-1`` of a run with ``seed``: :func:`netpert.seeds.bootstrap_seeds`."""
+    return seeds.bootstrap_seeds(seed, n, start)
+
+
+@dataclass
+class Calibration:
+    """How a stratum's networks are cut: at an FDR over a null distribution, or at a fixed MI threshold.
+
+    ``threshold`` is the MI at ``pvalue`` (written in ARACNe-AP's threshold format; with ``fdr``
+    it is for information only), ``fdr`` the per-network Benjamini-Hochberg rate (None: fixed
+    threshold), ``null`` the null distribution the p-values come from (None for ``aracne-ap``),
+    ``info`` the provenance (method, sizes, fit). Files: ``threshold.txt``, ``threshold.json``,
+    ``null.npz`` (see :meth:`save` / :meth:`load`).
+    """
+
+    threshold: float
+    fdr: float | None
+    null: NullModel | None
+    info: dict = field(default_factory=dict)
+
+    def cut(self) -> dict:
+        """Keyword arguments of :func:`netpert.aracne.network` for this calibration."""
+        return {"threshold": self.threshold, "fdr": self.fdr, "null": self.null}
+
+    def save(self, threshold_path, info_path, null_path) -> None:
+        write_threshold(self.threshold, dict(self.info, fdr=self.fdr), threshold_path, info_path)
+        null = self.null if self.null is not None else NullModel(np.zeros(0), 0, np.zeros(0), {"model": "none"})
+        null.save(null_path)
+
+    @classmethod
+    def load(cls, threshold_path, info_path, null_path) -> "Calibration":
+        threshold = read_threshold(threshold_path)
+        info_path = Path(info_path)
+        if not info_path.is_file():
+            raise InputError(f"threshold provenance '{info_path}' does not exist; rerun the aracne_threshold rule")
+        info = json.loads(info_path.read_text())
+        null = NullModel.load(null_path)
+        if null.n_total == 0:
+            null = None
+        fdr = info.get("fdr")
+        if fdr is not None and null is None:
+            raise InputError(f"{info_path} asks for FDR {fdr} but '{null_path}' holds no null distribution; rerun aracne_threshold")
+        return cls(float(threshold), None if fdr is None else float(fdr), null, info)
+
+
+def calibrate(
+    data,
+    regulators: Sequence[str] | None = None,
+    method: str = "calibrated",
+    pvalue: float = 1e-8,
+    fdr: float | None = 0.05,
+    seed: int = 1,
+    resampling: str | None = "subsample",
+    null_data=None,
+    cache_dir: str | Path | None = None,
+    subsample_fraction: float = SUBSAMPLE_FRACTION,
+    backend: str = "numba",
+) -> Calibration:
+    """The :class:`Calibration` of the networks of ``data`` (the ``aracne_threshold`` step).
+
+    ``method="calibrated"``: the null of :func:`netpert.aracne.calibrated_null` (``data`` permuted
+    gene by gene, or ``null_data``, resampled as the networks are); ``"fit"``: the rank-permutation
+    null of the sample count with its fitted tail (:func:`netpert.aracne.compute_threshold`);
+    ``"aracne-ap"``: ARACNe-AP's threshold bit for bit (p-value only: ``fdr`` must be None).
+    With ``fdr`` each network keeps the pairs Benjamini-Hochberg passes at that rate; without it,
+    the pairs with MI at or above the null's ``pvalue`` quantile.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise InputError(f"unknown threshold method {method!r} (config key aracne.threshold_method); use one of {', '.join(THRESHOLD_METHODS)}")
+    if not 0 < pvalue < 1:
+        raise InputError(f"the MI threshold p-value must be in (0, 1) (config key aracne.pvalue), got {pvalue}")
+    if fdr is not None and not 0 < fdr < 1:
+        raise InputError(f"the FDR must be in (0, 1) or null (config key aracne.fdr), got {fdr}")
+    if method == "aracne-ap" and fdr is not None:
+        raise InputError(
+            "threshold_method 'aracne-ap' reproduces ARACNe-AP's p-value threshold and has no FDR: "
+            "set aracne.fdr: null (or fdr=None), or use threshold_method 'calibrated' for an FDR"
+        )
+    if method == "calibrated":
+        if regulators is None and not isinstance(data, Expression):
+            raise InputError("the calibrated null needs the regulator names")
+        null = calibrated_null(data, regulators, resampling, seed, null_data, subsample_fraction, backend=backend)
+        info = dict(null.info, method=method, pvalue=float(pvalue))
+        threshold = null.threshold(pvalue)
+        info["threshold"] = threshold
+        info["threshold_at_fdr"] = null.threshold(fdr) if fdr is not None else None
+    else:
+        threshold, info = threshold_for_data(data, pvalue, seed, method, cache_dir, resampling, subsample_fraction, backend)
+        null = None
+        if method == "fit":
+            null = null_distribution(info["n_samples"], seed=seed, method="fit", cache_dir=cache_dir, backend=backend)
+            info["threshold_at_fdr"] = null.threshold(fdr) if fdr is not None else None
+    log.info("calibration (%s): %s", method, f"FDR {fdr} per network" if fdr is not None else f"MI >= {threshold:.6g} (p = {pvalue:g})")
+    return Calibration(float(threshold), fdr, null, info)
 
 
 def threshold_for_data(
@@ -63,21 +164,26 @@ def aracne(
     seed: int = 1,
     consensus_pvalue: float = 0.05,
     backend: str = "numba",
-    resampling: str = "bootstrap",
+    resampling: str = "subsample",
     dpi_tolerance: float = 0.0,
     bonferroni: bool = True,
     threshold: float | None = None,
-    threshold_method: str = "fit",
+    threshold_method: str = "calibrated",
     cache_dir: str | Path | None = None,
     subsample_fraction: float = SUBSAMPLE_FRACTION,
     progress: bool = True,
+    fdr: float | None = 0.05,
+    null_data=None,
 ) -> pd.DataFrame:
     """ARACNe consensus network of ``data`` (AnnData cells x genes or DataFrame samples x genes).
 
-    Steps: MI threshold for ``pvalue`` (unless ``threshold`` is given), ``bootstraps`` networks
-    (resampling, APMI, threshold, DPI) with seeds from :func:`bootstrap_seeds`, Poisson consensus
-    at ``consensus_pvalue``. ``bootstraps=0`` returns the single network of all samples (ARACNe-AP
-    ``--nobootstrap``) with ``pvalue`` NaN and ``count`` 1.
+    Steps: the :func:`calibrate` step (``threshold_method``, ``fdr``, ``pvalue``, ``null_data``;
+    a given ``threshold`` replaces it with that fixed MI threshold), ``bootstraps`` networks
+    (resampling, APMI, FDR or threshold, DPI) with seeds from :func:`bootstrap_seeds`, Poisson
+    consensus at ``consensus_pvalue``. ``bootstraps=0`` returns the single network of all samples
+    (ARACNe-AP ``--nobootstrap``) with ``pvalue`` NaN and ``count`` 1. The workflow runs the same
+    steps (rules aracne_threshold, aracne_bootstrap, aracne_consensus) and, for the same seed and
+    settings, writes the same network.
 
     Returns
     -------
@@ -90,12 +196,110 @@ def aracne(
     expr = ensure_expression(data, regulators)
     mode = None if bootstraps == 0 else resampling
     if threshold is None:
-        threshold, info = threshold_for_data(expr, pvalue, seed, threshold_method, cache_dir, mode, subsample_fraction, backend)
+        cal = calibrate(expr, None, threshold_method, pvalue, fdr, seed, mode, null_data, cache_dir, subsample_fraction, backend)
+    else:
+        cal = Calibration(float(threshold), None, None, {"method": "given"})
     if bootstraps == 0:
-        net = network(expr, None, threshold, seed, None, dpi, dpi_tolerance, backend, subsample_fraction, progress=progress)
+        net = network(expr, None, seed=seed, resampling=None, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
+                      subsample_fraction=subsample_fraction, progress=progress, **cal.cut())
         out = net.assign(regulator=net["regulator"].astype(str), target=net["target"].astype(str), pvalue=np.nan, count=1)
-        return out.sort_values(["regulator", "mi"], ascending=[True, False], kind="mergesort").reset_index(drop=True)
+        return out.sort_values(["regulator", "mi", "target"], ascending=[True, False, True], kind="mergesort").reset_index(drop=True)
     acc = ConsensusAccumulator()
     for s in tqdm(bootstrap_seeds(seed, bootstraps), desc="bootstraps", unit="net", disable=not progress):
-        acc.add(network(expr, None, threshold, s, resampling, dpi, dpi_tolerance, backend, subsample_fraction, progress=False))
+        acc.add(network(expr, None, seed=s, resampling=resampling, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
+                        subsample_fraction=subsample_fraction, progress=False, **cal.cut()))
     return acc.result(pvalue=consensus_pvalue, bonferroni=bonferroni)
+
+
+def stratum_consensus(
+    boot_files: Sequence[str | Path],
+    data,
+    stratum: str,
+    consensus_pvalue: float = 0.05,
+    bonferroni: bool = True,
+    max_targets: int = 50,
+    min_targets: int = 10,
+    expected_bootstraps: int | None = None,
+    skip_empty: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The ``aracne_consensus`` step: consensus of a stratum's bootstrap files and its regulons.
+
+    Returns ``(network, regulons, status)``; ``status`` holds the stratum, its edge and regulon
+    counts, ``status`` ("ok" or "skipped") and ``reason``. A stratum whose consensus gives no
+    regulon of at least ``min_targets`` targets raises :class:`InputError` naming it, the edges
+    found and what to change, unless ``skip_empty`` (then it is marked skipped and its regulon
+    table is empty, so VIPER leaves it out).
+    """
+    from netpert.aracne.consensus import consensus_files
+    from netpert.aracne.regulon import build_regulons
+
+    net = consensus_files(list(boot_files), pvalue=consensus_pvalue, bonferroni=bonferroni, expected_bootstraps=expected_bootstraps)
+    regulons = build_regulons(net, data, max_targets=max_targets, min_targets=min_targets)
+    n_samples = data.n_obs if hasattr(data, "n_obs") else len(data)
+    largest = int(net.groupby("regulator", observed=True).size().max()) if len(net) else 0
+    status = {
+        "stratum": stratum,
+        "n_samples": int(n_samples),
+        "edges": int(len(net)),
+        "regulators_with_edges": int(net["regulator"].nunique()) if len(net) else 0,
+        "largest_regulon": largest,
+        "regulons": int(regulons["regulator"].nunique()) if len(regulons) else 0,
+        "min_targets": int(min_targets),
+        "status": "ok",
+        "reason": "",
+    }
+    if status["regulons"] == 0:
+        reason = (
+            f"no regulon reaches {min_targets} targets: the consensus network of stratum '{stratum}' "
+            f"({n_samples} samples) has {len(net)} edges, the largest regulator {largest} targets"
+        )
+        advice = (
+            "aggregate the cells (strata.metacells.enabled: true or auto on raw counts), loosen the threshold "
+            "(aracne.fdr, or aracne.pvalue with aracne.fdr: null), lower aracne.min_targets, or set "
+            "strata.skip_empty: true to leave such strata out of VIPER"
+        )
+        if not skip_empty:
+            raise InputError(f"{reason}. To fix: {advice}")
+        log.warning("stratum skipped: %s (strata.skip_empty is true)", reason)
+        status.update(status="skipped", reason=reason)
+    return net, regulons, status
+
+
+def write_status(status: dict, path: str | Path) -> None:
+    """Write a stratum's network status (from :func:`stratum_consensus`) as JSON, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(status, indent=1, default=json_default))
+
+
+def read_status(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"network status '{path}' does not exist; rerun the aracne_consensus rule")
+    return json.loads(path.read_text())
+
+
+#: columns added to strata.tsv by :func:`network_summary`
+SUMMARY_COLUMNS = ["edges", "regulons", "largest_regulon", "network_status", "network_reason"]
+
+
+def network_summary(strata: pd.DataFrame, statuses: Sequence[dict]) -> pd.DataFrame:
+    """strata.tsv with each kept stratum's network outcome; a stratum skipped for an empty network
+    gets ``status`` "skipped" and the reason (``results/aracne/strata.tsv``)."""
+    by = {s["stratum"]: s for s in statuses}  # the status' stratum is the slug (the workflow's wildcard)
+    out = strata.copy()
+    for col in SUMMARY_COLUMNS:
+        out[col] = "" if col.startswith("network_") else 0
+    for i, row in out.iterrows():
+        st = by.get(row["slug"])
+        if st is None:
+            out.at[i, "network_status"] = "no network" if row["status"] != "kept" else "missing"
+            continue
+        out.at[i, "edges"] = st["edges"]
+        out.at[i, "regulons"] = st["regulons"]
+        out.at[i, "largest_regulon"] = st["largest_regulon"]
+        out.at[i, "network_status"] = st["status"]
+        out.at[i, "network_reason"] = st["reason"]
+        if st["status"] == "skipped":
+            out.at[i, "status"] = "skipped"
+            out.at[i, "reason"] = "; ".join(x for x in (str(row["reason"]), st["reason"]) if x)
+    return out

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numba
 import numpy as np
 
-from netpert._io import atomic_path
+from netpert._io import atomic_path, json_default
 from netpert.aracne.mi import _scratch, apmi_kernel, apmi_python, rank_bitsets
 from netpert.errors import InputError
 
@@ -241,6 +242,27 @@ def tail_probability(threshold: float, params: dict) -> float:
     return params["tail_probability_at_u"] * math.exp(-(threshold - params["u"]) / params["sigma"])
 
 
+def bh_select(pvalues: np.ndarray, m: int, fdr: float) -> np.ndarray:
+    """Indices of ``pvalues`` kept by Benjamini-Hochberg at ``fdr`` among ``m`` tests in all.
+
+    ``pvalues`` may hold only the candidate tests (those with p <= fdr): the others can never be
+    rejected, and ``m`` counts them.
+    """
+    pvalues = np.asarray(pvalues, dtype=np.float64)
+    if not 0 < fdr < 1:
+        raise InputError(f"the FDR must be in (0, 1), got {fdr}")
+    if len(pvalues) > m:
+        raise ValueError(f"{len(pvalues)} p-values for m={m} tests")
+    if len(pvalues) == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(pvalues, kind="mergesort")
+    crit = fdr * np.arange(1, len(order) + 1) / m
+    ok = np.flatnonzero(pvalues[order] <= crit)
+    if len(ok) == 0:
+        return np.zeros(0, np.int64)
+    return np.sort(order[: ok[-1] + 1])
+
+
 # --------------------------------------------------------------------------------------------
 # null + cache
 # --------------------------------------------------------------------------------------------
@@ -256,6 +278,61 @@ class NullModel:
     top: np.ndarray
     n_total: int
     grid: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def tail_params(self) -> dict:
+        """The exponential tail of :func:`fit_tail` over this null (``k``, ``u``, ``sigma`` ...)."""
+        _, params = fit_tail(self.top, 0.5 / self.n_total, n_total=self.n_total, grid=self.grid, k=self._tail_k())
+        return params
+
+    def _tail_k(self) -> int:
+        return int(min(max(100, round(FIT_TAIL_FRACTION * self.n_total)), len(self.top) - 1))
+
+    def threshold(self, pvalue: float) -> float:
+        """The MI whose null probability ``P(null >= MI)`` is ``pvalue`` (fitted tail below ``k/N``)."""
+        if not 0 < pvalue < 1:
+            raise InputError(f"the p-value must be in (0, 1), got {pvalue}")
+        thr, _ = fit_tail(self.top, pvalue, n_total=self.n_total, grid=self.grid, k=self._tail_k())
+        return float(thr)
+
+    def pvalues(self, mi) -> np.ndarray:
+        """Null probability ``P(null >= mi)`` of each value: the fitted exponential tail above its
+        anchor ``u``, the empirical ``(count + 1) / (N + 1)`` within the stored top values, the
+        quantile grid below them."""
+        mi = np.asarray(mi, dtype=np.float64)
+        N = self.n_total
+        top_asc = self.top[::-1]
+        count = len(self.top) - np.searchsorted(top_asc, mi, side="left")  # stored values >= mi
+        p = (count + 1.0) / (N + 1.0)
+        params = self.tail_params()
+        above = mi > params["u"]
+        if np.any(above):
+            p[above] = params["tail_probability_at_u"] * np.exp(-(mi[above] - params["u"]) / params["sigma"])
+        below = count >= len(self.top)
+        if np.any(below):
+            if len(self.grid) >= 2:
+                probs = np.linspace(0.0, 1.0, len(self.grid))  # grid[i]: value at upper-tail probability probs[i]
+                p[below] = np.interp(mi[below], self.grid[::-1], probs[::-1])
+                p[below] = np.maximum(p[below], len(self.top) / N)
+            else:
+                p[below] = 1.0
+        return np.clip(p, 0.0, 1.0)
+
+    def save(self, path: str | Path) -> None:
+        """Write the null to ``path`` (``.npz``: top, n_total, grid, info as JSON), atomically."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, top=self.top, n_total=self.n_total, grid=self.grid, info=json.dumps(self.info, default=json_default))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NullModel":
+        """Read a null written by :meth:`save` (or a cached null of :func:`null_distribution`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"null distribution file '{path}' does not exist; rerun the aracne_threshold rule")
+        with np.load(path, allow_pickle=False) as z:
+            info = json.loads(str(z["info"])) if "info" in z.files else {}
+            return cls(z["top"], int(z["n_total"]), z["grid"], info)
 
 
 def null_distribution(
