@@ -223,11 +223,14 @@ def model_dir(tmp_path_factory):
 
 
 def test_tokenize_and_infer_end_to_end(model_dir, tmp_path):
+    from netpert.mr_table import MasterRegulatorTable
+
     mrs = tmp_path / "master_regulators.tsv"
-    pd.DataFrame(
-        {"stratum": ["T_cell", "T_cell", "T_cell", "B_cell"], "regulator": ["G3", "G1", "G2", "G5"],
-         "mean_nes": [2.0, -3.0, 1.0, 4.0], "rank": [2, 1, 3, 1]}
-    ).to_csv(mrs, sep="\t", index=False)
+    MasterRegulatorTable.build(
+        pd.DataFrame({"stratum": ["T_cell", "T_cell", "T_cell", "B_cell"], "regulator": ["G3", "G1", "G2", "G5"],
+                      "direction": ["down", "up", "up", "up"], "rank": [1, 1, 2, 1]}),
+        pd.DataFrame({"stratum": ["T_cell", "B_cell"], "status": ["reported", "reported"]}),
+    ).write(mrs)
     tok_path = tmp_path / "tokens" / "T_cell.parquet"
     meta = tokenize_stratum(stratum_cells(12), model_dir, tok_path, targets_path=mrs, top_k=2, cells_per_stratum=6, seed=1)
     assert meta["targets"] == ["G1", "G3"] and meta["n_cells"] == 6 and meta["n_cells_in_stratum"] == 12
@@ -259,12 +262,19 @@ def test_tokenize_and_infer_end_to_end(model_dir, tmp_path):
 
 
 def test_workflow_input_errors(model_dir, tmp_path):
+    from netpert.mr_table import MasterRegulatorTable
+
     mrs = tmp_path / "mr.tsv"
-    pd.DataFrame({"stratum": ["T_cell"], "regulator": ["NOPE1"], "rank": [1]}).to_csv(mrs, sep="\t", index=False)
+    MasterRegulatorTable.build(pd.DataFrame({"stratum": ["T_cell"], "regulator": ["NOPE1"], "direction": ["up"], "rank": [1]}),
+                               pd.DataFrame({"stratum": ["T_cell"], "status": ["reported"]})).write(mrs)
     with pytest.raises(InputError, match="not in the model's vocabulary: NOPE1"):
         tokenize_stratum(stratum_cells(), model_dir, tmp_path / "t.parquet", targets_path=mrs)
-    with pytest.raises(InputError, match="no master regulators for stratum 'B_cell'"):
+    with pytest.raises(InputError, match="does not list stratum 'B_cell'"):
         tokenize_stratum(stratum_cells(stratum="B_cell"), model_dir, tmp_path / "t.parquet", targets_path=mrs)
+    old = tmp_path / "old_mr.tsv"  # the layout before effect sizes and per-stratum summaries
+    pd.DataFrame({"stratum": ["T_cell"], "regulator": ["G1"], "rank": [1]}).to_csv(old, sep="\t", index=False)
+    with pytest.raises(InputError, match="rerun the master_regulators rule"):
+        tokenize_stratum(stratum_cells(), model_dir, tmp_path / "t.parquet", targets_path=old)
     with pytest.raises(InputError, match="is empty"):
         tokenize_stratum(stratum_cells()[:0], model_dir, tmp_path / "t.parquet", targets_source="list", genes=["G0"])
     with pytest.raises(InputError, match="isp.targets.genes is empty"):

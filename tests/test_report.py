@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from netpert import InputError
+from netpert.mr_table import MasterRegulatorTable
 from netpert.report import aggregate, build_report, environment, markdown, plots, tracking
 
 METHODS = ("baseline", "batched", "onnx", "onnx_int8")
@@ -80,12 +81,18 @@ def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: in
     act = ad.AnnData(nes, obs=pd.DataFrame({"cell_type": cell_types, "stratum": np.repeat(STRATA, 20)},
                                            index=[f"c{i}" for i in range(40)]), var=pd.DataFrame(index=regulators))
     act.write_h5ad(res / "viper" / "activity.h5ad")
-    pd.DataFrame([
+    MasterRegulatorTable.build(pd.DataFrame([
         {"stratum": "CD14_Monocyte", "regulator": "TF1", "mean_nes": 3.1, "direction": "up", "rank": 1},
         {"stratum": "CD14_Monocyte", "regulator": "TF3", "mean_nes": -1.2, "direction": "down", "rank": 1},
         {"stratum": "Dendritic", "regulator": "TF2", "mean_nes": -3.0, "direction": "down", "rank": 1},
         {"stratum": "Dendritic", "regulator": "TF4", "mean_nes": 1.1, "direction": "up", "rank": 1},
-    ]).to_csv(res / "viper" / "master_regulators.tsv", sep="\t", index=False)
+    ]), pd.DataFrame([
+        {"stratum": "CD14_Monocyte", "status": "reported", "n_regulons": 4, "n_tested": 4, "n_candidates_up": 1,
+         "n_candidates_down": 1, "padj_cutoff": 0.05},
+        {"stratum": "Dendritic", "status": "reported", "n_regulons": 5, "n_tested": 5, "n_candidates_up": 3,
+         "n_candidates_down": 1, "padj_cutoff": 0.05},
+        {"stratum": "CD34", "status": "no_network", "reason": "no ARACNe network (stratum not kept)", "padj_cutoff": 0.05},
+    ])).write(res / "viper" / "master_regulators.tsv")
     # isp
     model = res / "isp" / "model"
     model.mkdir(parents=True)
@@ -543,3 +550,45 @@ def test_tiny_workflow_report(tiny_run):
     env = environment.capture_environment()
     assert env["cpu_model"] in md and f"| Python | {env['python']} |" in md and "onnxruntime |" in md
     assert "## ISP methods" in md and "## Workflow stages" in md
+
+
+def test_report_marks_strata_without_master_regulators(tmp_path):
+    """A stratum with no significant regulator keeps its heatmap row (labelled), its table row, and the
+    report says it had no perturbation target and why."""
+    kwargs = make_results(tmp_path)
+    MasterRegulatorTable.build(
+        pd.DataFrame([{"stratum": "CD14_Monocyte", "regulator": "TF1", "direction": "up", "rank": 1}]),
+        pd.DataFrame([
+            {"stratum": "CD14_Monocyte", "status": "reported", "n_regulons": 4, "n_tested": 4, "n_candidates_up": 1},
+            {"stratum": "Dendritic", "status": "no_significant_regulator", "n_regulons": 5, "n_tested": 5,
+             "reason": "no regulator of 5 tested has BH padj < 0.05", "padj_cutoff": 0.05},
+            {"stratum": "CD34", "status": "no_network", "reason": "no ARACNe network (stratum not kept)"},
+        ])).write(kwargs["master_regulators"])
+    for path in kwargs["perf"]:  # the ISP of Dendritic ran no perturbation
+        if path.name.startswith("Dendritic"):
+            perf = json.loads(path.read_text())
+            perf.update(n_perturbations=0, perturbations_per_s=0.0)
+            path.write_text(json.dumps(perf))
+    out = outputs(tmp_path)
+    data = build_report(**kwargs, **out, environment=FAKE_ENV, umap=False)
+    assert list(data.mr_activity.index) == ["CD14+ Monocyte", "Dendritic"]  # the row is kept
+    assert aggregate.mr_row_notes(data.mr_strata, data.strata) == {"Dendritic": "no significant regulator",
+                                                                  "CD34+": "no network"}
+    table = aggregate.mr_strata_table(data.mr_strata, data.strata, data.perf, data.master_regulators).set_index("stratum")
+    assert table.loc["Dendritic", "label"] == "no significant regulator" and table.loc["Dendritic", "isp_perturbations"] == 0
+    assert table.loc["Dendritic", "isp_note"].startswith("no significant regulator: no regulator of 5 tested")
+    assert table.loc["CD14_Monocyte", "isp_note"] == "" and table.loc["CD14_Monocyte", "up"] == "TF1"
+    md = out["out_markdown"].read_text()
+    assert "| Dendritic | no significant regulator | 5 | 5 |" in md and "| CD34+ | no network |" in md
+    assert "no ISP perturbation ran in Dendritic (no significant regulator: no regulator of 5 tested" in md
+    assert "- no network (no ARACNe network (stratum not kept)): CD34+" in md
+    assert "Rows in brackets have no master regulator: Dendritic (no significant regulator), CD34+ (no network)" in md
+    assert_png_with_content(out["out_figures"] / "viper__master_regulators.png")
+    # no master regulator anywhere: the figure is not drawn and says why
+    MasterRegulatorTable.build(pd.DataFrame(columns=["stratum", "regulator", "direction", "rank"]),
+                               pd.DataFrame([{"stratum": s, "status": "no_significant_regulator"} for s in STRATA])
+                               ).write(kwargs["master_regulators"])
+    build_report(**kwargs, **out, environment=FAKE_ENV, umap=False)
+    md = out["out_markdown"].read_text()
+    assert "`viper__master_regulators.png`: no stratum has a master regulator" in md
+    assert "Master regulators in 0 of 2 strata with a network" in md

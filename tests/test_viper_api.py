@@ -174,28 +174,34 @@ def _activity(seed=0):
 
 
 def test_master_regulators_known_answer():
+    from netpert.mr_table import FILE_COLUMNS, REPORTED
+
     act = _activity()
     mr = V.master_regulators(act, top_k=2)
-    assert list(mr.columns) == ["stratum", "regulator", "mean_nes", "direction", "rank", "n_cells", "statistic", "pvalue", "padj", "test"]
-    a = mr[mr.stratum == "A"].set_index(["direction", "rank"])
+    assert set(mr.to_frame().columns) == set(FILE_COLUMNS)
+    assert (mr.strata["status"] == REPORTED).all() and (mr.strata["n_cells"] == 30).all()
+    assert (mr.strata["test"] == "mannwhitneyu").all()
+    a = mr.of("A").set_index(["direction", "rank"])
     assert a.loc[("up", 1), "regulator"] == "R0" and a.loc[("up", 2), "regulator"] == "R2"
     assert a.loc[("down", 1), "regulator"] == "R1"
     assert a.loc[("up", 1), "padj"] < 1e-6 and a.loc[("down", 1), "padj"] < 1e-6
-    assert (a["n_cells"] == 30).all() and (a["test"] == "mannwhitneyu").all()
-    b = mr[mr.stratum == "B"].set_index(["direction", "rank"])
+    b = mr.of("B").set_index(["direction", "rank"])
     assert b.loc[("up", 1), "regulator"] == "R3" and b.loc[("down", 1), "regulator"] == "R4"
-    c = mr[mr.stratum == "C"].set_index(["direction", "rank"])
+    c = mr.of("C").set_index(["direction", "rank"])
     assert c.loc[("down", 1), "regulator"] == "R5"
-    assert (mr.loc[mr.direction == "up", "mean_nes"] > 0).all() and (mr.loc[mr.direction == "down", "mean_nes"] < 0).all()
-    # a regulator with no difference between strata is not significant
+    # the direction is the effect against the other cells, every reported one significant
+    r = mr.regulators
+    assert (r.loc[r.direction == "up", "delta_nes"] > 0).all() and (r.loc[r.direction == "down", "delta_nes"] < 0).all()
+    assert (r["padj"] < 0.05).all()
+    # a regulator with no difference between strata is not significant, so never reported
     full = V.master_regulators(act, top_k=8)
-    r7 = full[(full.regulator == "R7") & (full.stratum == "A")]
-    assert (r7["padj"] > 0.05).all()
+    assert "R7" not in set(full.of("A")["regulator"])
     # one stratum: no other cells, a Wilcoxon signed-rank test against 0
     one = V.master_regulators(act[act.obs.stratum == "A"], top_k=1)
-    assert list(one["regulator"]) == ["R0", "R1"] and (one["test"] == "wilcoxon").all()
+    assert list(one.of("A")["regulator"]) == ["R0", "R1"] and (one.strata["test"] == "wilcoxon").all()
     df = V.master_regulators(pd.DataFrame(act.X, columns=act.var_names), groups=act.obs["stratum"].to_numpy(), top_k=2)
-    pd.testing.assert_frame_equal(df, mr)
+    pd.testing.assert_frame_equal(df.regulators, mr.regulators)
+    pd.testing.assert_frame_equal(df.strata, mr.strata)
     with pytest.raises(InputError, match="obs column"):
         V.master_regulators(act, groupby="cell_type")
 
@@ -242,10 +248,18 @@ def test_workflow_scripts(tmp_path):
     assert "is empty" in log.read_text()
 
     tsv = tmp_path / "viper" / "master_regulators.tsv"
-    sm, _ = fake_snakemake(tmp_path, "master_regulators", {"activity": str(out)}, {"tsv": str(tsv)}, {"top_k": 2, "groupby": "stratum"})
+    sm, _ = fake_snakemake(tmp_path, "master_regulators", {"activity": str(out), "regulons": paths}, {"tsv": str(tsv)},
+                           {"top_k": 2, "padj": 0.05, "groupby": "stratum"})
     run_script("master_regulators.py", sm)
-    mr = pd.read_csv(tsv, sep="\t")
-    assert set(mr["stratum"]) == {"s1", "s2"} and set(mr["direction"]) <= {"up", "down"} and (mr["rank"] <= 2).all()
+    from netpert.mr_table import read_master_regulators
+
+    mr = read_master_regulators(tsv)
+    st = mr.strata.set_index("stratum")
+    assert set(st.index) == {"s1", "s2", "s3"} and st.loc["s3", "status"] == "no_network"  # s3: empty regulon file
+    assert st.loc["s3", "n_cells"] == 0
+    assert set(mr.regulators["direction"]) <= {"up", "down"} and (mr.regulators["rank"] <= 2).all()
+    own = {s: set(V.read_regulons(p)["regulator"]) for s, p in zip(("s1", "s2"), paths)}
+    assert all(r.regulator in own[r.stratum] for r in mr.regulators.itertuples())  # only the stratum's own regulons
 
     # only empty regulon files: an InputError, no output left behind
     out2 = tmp_path / "viper" / "activity2.h5ad"

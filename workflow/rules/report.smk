@@ -4,7 +4,7 @@ import os
 
 rule report:
     input:
-        strata=out("strata"),
+        strata=out("aracne/strata.tsv"),
         regulons=lambda wc: expand(
             out("aracne/{stratum}/regulon.tsv"), stratum=kept_strata()
         ),

@@ -34,6 +34,10 @@ rule viper:
 rule master_regulators:
     input:
         activity=out("viper/activity.h5ad"),
+        # the strata with a network: only they get master regulators (the others are background)
+        regulons=lambda wc: expand(
+            out("aracne/{stratum}/regulon.tsv"), stratum=kept_strata()
+        ),
     output:
         tsv=out("viper/master_regulators.tsv"),
     log:
@@ -42,6 +46,7 @@ rule master_regulators:
         bench_path("master_regulators")
     params:
         top_k=config["viper"]["top_k"],
+        padj=config["viper"]["mr_padj"],
         groupby="stratum",
     threads: 1
     resources:

@@ -360,29 +360,34 @@ def stratum_of(adata, path=None) -> str:
     raise InputError("cannot tell the stratum: obs['stratum'] is missing or not unique and no file name was given")
 
 
-def master_regulator_targets(path, stratum: str, top_k: int = 5, cell_type: str | None = None) -> list[str]:
-    """The ``top_k`` master regulators of ``stratum`` from ``master_regulators.tsv``
-    (columns stratum, regulator, and rank or mean_nes), best first."""
+def _mr_lookup(path, stratum: str, top_k: int, cell_type: str | None) -> tuple[list[str], str | None]:
+    """(targets, why none) of ``stratum`` in ``master_regulators.tsv`` (the stratum's cell type
+    when the slug is not listed)."""
+    from netpert.mr_table import STATUS_LABELS, read_master_regulators
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"master-regulator table not found: {path} (run the master_regulators rule, or set isp.targets.source: list)")
-    table = pd.read_csv(path, sep="\t", dtype={"stratum": str, "regulator": str})
-    missing = {"stratum", "regulator"} - set(table.columns)
-    if missing:
-        raise InputError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: rerun the master_regulators rule")
-    rows = table[table["stratum"] == stratum]
-    if rows.empty and cell_type is not None:
-        rows = table[table["stratum"] == cell_type]
-    if rows.empty:
+    table = read_master_regulators(path)
+    key = stratum if stratum in table else cell_type if cell_type is not None and cell_type in table else None
+    if key is None:
         raise InputError(
-            f"{path} has no master regulators for stratum '{stratum}' (strata there: "
-            f"{', '.join(list(map(str, pd.unique(table['stratum'])))[:10])}); set isp.targets.source: list and isp.targets.genes"
+            f"{path} does not list stratum '{stratum}' (strata there: {', '.join(list(table.strata['stratum'])[:10])}): "
+            "rerun the master_regulators rule on the same strata"
         )
-    if "rank" in rows.columns:
-        rows = rows.sort_values("rank", kind="stable")
-    elif "mean_nes" in rows.columns:
-        rows = rows.reindex(rows["mean_nes"].abs().sort_values(ascending=False, kind="stable").index)
-    return list(dict.fromkeys(rows["regulator"].astype(str)))[: int(top_k)]
+    targets = table.targets(key, top_k)
+    if targets:
+        return targets, None
+    row = table.status(key)
+    return [], f"{STATUS_LABELS.get(row['status'], row['status'])}: {row['reason']}".rstrip(": ")
+
+
+def master_regulator_targets(path, stratum: str, top_k: int = 5, cell_type: str | None = None) -> list[str]:
+    """The ``top_k`` master regulators of ``stratum`` from ``master_regulators.tsv``, best first
+    (rank 1 up, rank 1 down, rank 2 up, ...). ``[]`` when the table lists the stratum without
+    master regulators (no network of its own, or no significant regulator); an InputError when
+    the table is missing or does not list the stratum (nor ``cell_type``)."""
+    return _mr_lookup(path, stratum, top_k, cell_type)[0]
 
 
 def tokenize_stratum(
@@ -408,7 +413,9 @@ def tokenize_stratum(
     """Rule ``isp_tokenize``: sample up to ``cells_per_stratum`` cells of one stratum, encode
     them for ``bundle`` (a ModelBundle or its folder), choose the targets (the stratum's top
     ``top_k`` master regulators from ``targets_path``, or ``genes``), and write the token file
-    with the perturbation plan. Returns the file's metadata.
+    with the perturbation plan. Returns the file's metadata. A stratum the master-regulator table
+    lists without master regulators gets an empty plan (its cells are embedded, nothing is
+    perturbed) and ``meta["no_targets"]`` says why; ``None`` otherwise.
     """
     from netpert.isp.model import as_bundle
     from netpert.isp.tokenizer import tokenize_for_model
@@ -424,18 +431,22 @@ def tokenize_stratum(
         rng = np.random.default_rng(int(seed))
         keep = np.sort(rng.choice(n_total, size=int(cells_per_stratum), replace=False))
         adata = adata[keep].copy()
+    no_targets = None
     if targets_source == "master_regulators":
         if targets_path is None:
             raise InputError("isp.targets.source is master_regulators but no master-regulator table was given")
         cell_type = str(adata.obs["cell_type"].iloc[0]) if "cell_type" in adata.obs.columns else None
-        targets = master_regulator_targets(targets_path, stratum, top_k, cell_type)
+        targets, no_targets = _mr_lookup(targets_path, stratum, top_k, cell_type)
+        if no_targets:
+            log.warning("stratum %s has no master regulator (%s): its cells are tokenised with no perturbation", stratum, no_targets)
     elif targets_source == "list":
         targets = [str(g) for g in genes]
         if not targets:
             raise InputError("isp.targets.source is 'list' but isp.targets.genes is empty: list the genes to perturb")
     else:
         raise InputError(f"unknown isp.targets.source '{targets_source}'; use master_regulators or list")
-    specs = make_specs(targets, bundle.token_dictionary, perturbation, pairs, anchor, bundle.gene_mapping)
+    # a stratum without master regulators: no perturbation (its cells are still embedded)
+    specs = make_specs(targets, bundle.token_dictionary, perturbation, pairs, anchor, bundle.gene_mapping) if targets else []
     tok = tokenize_for_model(adata, bundle, gene_id_column=gene_id_column, max_len=max_len, source=source)
     meta = {
         "stratum": stratum,
@@ -445,6 +456,7 @@ def tokenize_stratum(
         "seed": int(seed),
         "targets_source": targets_source,
         "targets": targets,
+        "no_targets": no_targets,
         "perturbation": perturbation,
         "shift_fraction": float(shift_fraction),
         "pairs": bool(pairs),

@@ -130,7 +130,8 @@ def summarize_stages(jobs: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- strata, networks
 def read_strata(path: str | Path) -> pd.DataFrame:
-    """``strata.tsv`` (a file or the strata folder holding it)."""
+    """``strata.tsv`` (a file, e.g. ``results/aracne/strata.tsv`` with each stratum's network outcome,
+    or the strata folder holding the stratify checkpoint's table)."""
     path = Path(path)
     if path.is_dir():
         path = path / "strata.tsv"
@@ -182,12 +183,63 @@ def network_sizes(networks: Sequence[str | Path] = (), regulons: Sequence[str | 
 
 
 # --------------------------------------------------------------------------- VIPER
-def read_master_regulators(path: str | Path) -> pd.DataFrame:
-    table = pd.read_csv(path, sep="\t", dtype={"stratum": str, "regulator": str})
-    missing = {"stratum", "regulator"} - set(table.columns)
-    if missing:
-        raise InputError(f"master-regulator table {path} lacks the column(s) {', '.join(sorted(missing))}: rerun the master_regulators rule")
-    return table
+def read_master_regulators(path: str | Path):
+    """``viper/master_regulators.tsv`` as a :class:`netpert.mr_table.MasterRegulatorTable`
+    (``.regulators``: the reported ones; ``.strata``: what every stratum had)."""
+    from netpert.mr_table import read_master_regulators as read
+
+    return read(path)
+
+
+def mr_strata_table(mr_strata: pd.DataFrame, strata: pd.DataFrame, perf: pd.DataFrame | None = None,
+                    regulators: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per stratum of the master-regulator summary: its cell type, status label (``master
+    regulators`` / ``no network`` / ``no significant regulator``), counts, the regulators reported
+    (up / down) and, where ISP ran, the perturbations it ran and the ``isp_note`` (why a stratum
+    had no perturbation target). Columns: stratum, cell_type, status, label, reason, n_regulons,
+    n_tested, n_candidates_up, n_candidates_down, n_reported, up, down, isp_perturbations, isp_note."""
+    from netpert.mr_table import REPORTED, STATUS_LABELS
+
+    cols = ["stratum", "cell_type", "status", "label", "reason", "n_regulons", "n_tested", "n_candidates_up",
+            "n_candidates_down", "n_reported", "up", "down", "isp_perturbations", "isp_note"]
+    if mr_strata is None or mr_strata.empty:
+        return pd.DataFrame(columns=cols)
+    cell_type = dict(zip(strata["slug"], strata["cell_type"])) if "cell_type" in strata.columns else {}
+    n_pert = {}
+    if perf is not None and not perf.empty and "n_perturbations" in perf.columns:
+        n_pert = pd.to_numeric(perf["n_perturbations"], errors="coerce").groupby(perf["stratum"].astype(str)).max().to_dict()
+    regs = regulators if regulators is not None else pd.DataFrame(columns=["stratum", "regulator", "direction", "rank"])
+    rows = []
+    for r in mr_strata.itertuples(index=False):
+        mine = regs[regs["stratum"] == r.stratum].sort_values("rank", kind="stable") if len(regs) else regs
+        by_dir = {d: ", ".join(mine.loc[mine["direction"] == d, "regulator"].astype(str)) for d in ("up", "down")}
+        n = n_pert.get(str(r.stratum))
+        note = ""
+        if n is not None and np.isfinite(n) and n == 0:
+            note = (f"{STATUS_LABELS.get(r.status, r.status)}: {r.reason}".rstrip(": ") if r.status != REPORTED
+                    else "no target applies to the sampled cells (e.g. none expressed)")
+        rows.append(dict(stratum=r.stratum, cell_type=cell_type.get(r.stratum, r.stratum), status=r.status,
+                         label=STATUS_LABELS.get(r.status, r.status), reason=r.reason, n_regulons=r.n_regulons,
+                         n_tested=r.n_tested, n_candidates_up=r.n_candidates_up, n_candidates_down=r.n_candidates_down,
+                         n_reported=r.n_reported, up=by_dir["up"], down=by_dir["down"],
+                         isp_perturbations=n if n is not None else np.nan, isp_note=note))
+    table = pd.DataFrame(rows, columns=cols)
+    # strata with a network first (in the table's order), then the background ones
+    return table.iloc[np.argsort((table["status"] == "no_network").to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def mr_row_notes(mr_strata: pd.DataFrame, strata: pd.DataFrame) -> dict[str, str]:
+    """Cell type -> "no network" / "no significant regulator" for the cell types whose strata
+    all lack master regulators (the heatmap marks those rows instead of hiding them)."""
+    from netpert.mr_table import REPORTED, STATUS_LABELS
+
+    if mr_strata is None or mr_strata.empty:
+        return {}
+    cell_type = dict(zip(strata["slug"], strata["cell_type"])) if "cell_type" in strata.columns else {}
+    status: dict[str, set] = {}
+    for r in mr_strata.itertuples(index=False):
+        status.setdefault(str(cell_type.get(r.stratum, r.stratum)), set()).add(r.status)
+    return {ct: " / ".join(STATUS_LABELS[s] for s in sorted(st)) for ct, st in status.items() if REPORTED not in st}
 
 
 def master_regulator_activity(
@@ -198,10 +250,15 @@ def master_regulator_activity(
 ) -> pd.DataFrame:
     """Mean NES of each master regulator (columns) over the cells of each group (rows).
 
-    ``activity`` is ``viper/activity.h5ad`` (cells x regulators, NES in X). Regulators are taken
-    in the table's order (stratum, then rank), at most ``max_regulators``; those absent from the
-    activity matrix are left out (logged).
+    ``activity`` is ``viper/activity.h5ad`` (cells x regulators, NES in X); ``master_regulators``
+    the reported regulators (a frame with stratum, regulator, direction, rank, e.g.
+    ``MasterRegulatorTable.regulators``, or the table itself). Regulators are taken in the
+    table's order (stratum, then rank), at most ``max_regulators``; those absent from the
+    activity matrix are left out (logged). Every group of cells is a row, those of strata
+    without master regulators included.
     """
+    if hasattr(master_regulators, "regulators"):
+        master_regulators = master_regulators.regulators
     import anndata as ad
 
     adata = ad.read_h5ad(activity)
@@ -643,7 +700,7 @@ class ReportData:
     strata: pd.DataFrame
     networks: pd.DataFrame
     mr_activity: pd.DataFrame
-    master_regulators: pd.DataFrame
+    master_regulators: pd.DataFrame  # the reported ones (MasterRegulatorTable.regulators)
     perf: pd.DataFrame
     methods: pd.DataFrame
     method_facts: pd.DataFrame
@@ -654,6 +711,8 @@ class ReportData:
     embeddings: dict = field(default_factory=dict)  # method -> list of npz paths
     baseline: str = "baseline"
     dataset: dict = field(default_factory=dict)
+    #: what every stratum had (MasterRegulatorTable.strata: status, reason, regulons, candidates)
+    mr_strata: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def collect(
@@ -676,7 +735,11 @@ def collect(
     """Read every stage's outputs into a :class:`ReportData` (see the module docstring)."""
     jobs = read_benchmarks(benchmarks) if benchmarks is not None else pd.DataFrame(columns=["rule", "job", "repeats", "s"])
     strata_table = read_strata(strata)
-    mrs = read_master_regulators(master_regulators) if master_regulators else pd.DataFrame(columns=["stratum", "regulator"])
+    if master_regulators:
+        mr_table = read_master_regulators(master_regulators)
+        mrs, mr_strata = mr_table.regulators, mr_table.strata
+    else:
+        mrs, mr_strata = pd.DataFrame(columns=["stratum", "regulator"]), pd.DataFrame()
     perf_table = read_perf(perf)
     metrics_table = read_metrics(metrics)
     methods = method_table(summarize_perf(perf_table), metrics_table, baseline=baseline, bar=bar)
@@ -706,6 +769,7 @@ def collect(
         embeddings=embeddings,
         baseline=baseline,
         dataset=ds,
+        mr_strata=mr_strata,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from netpert.report.aggregate import ReportData, fastest_method, quality_table
+from netpert.report.aggregate import ReportData, fastest_method, mr_strata_table, quality_table
 from netpert.report.plots import UNTRAINED_NOTE
 
 NA = "n/a"
@@ -162,14 +162,39 @@ def reading_stages(data: ReportData) -> str:
     return text + "."
 
 
+def _mr_gaps(data: ReportData) -> str:
+    """'X (no network), Y (no significant regulator)' for the strata without master regulators."""
+    t = mr_strata_table(data.mr_strata, data.strata)
+    t = t[t["status"] != "reported"]
+    return ", ".join(f"{r.cell_type} ({r.label})" for r in t.itertuples())
+
+
 def reading_mr(data: ReportData) -> str:
     a = data.mr_activity
+    gaps = _mr_gaps(data)
     if a.empty:
-        return "No master-regulator activity."
+        return "No master-regulator activity." + (f" No master regulator in: {gaps}." if gaps else "")
     values = a.to_numpy(dtype=float)
     i, j = np.unravel_index(np.nanargmax(np.abs(values)), values.shape)
-    return (f"{a.shape[1]} master regulators over {a.shape[0]} cell types; the strongest mean activity is "
-            f"{a.columns[j]} in {a.index[i]} (mean NES {values[i, j]:+.2f}).")
+    text = (f"{a.shape[1]} master regulators over {a.shape[0]} cell types; the strongest mean activity is "
+            f"{a.columns[j]} in {a.index[i]} (mean NES {values[i, j]:+.2f})")
+    if gaps:
+        text += f". Rows in brackets have no master regulator: {gaps}"
+    return text + "."
+
+
+def reading_mr_strata(data: ReportData) -> str:
+    """One sentence: how many strata have master regulators, and which ISP strata had no target and why."""
+    t = mr_strata_table(data.mr_strata, data.strata, data.perf, data.master_regulators)
+    if t.empty:
+        return ""
+    n_net = int((t["status"] != "no_network").sum())
+    n_mr = int((t["status"] == "reported").sum())
+    text = f"Master regulators in {n_mr} of {n_net} strata with a network ({len(t)} strata in all)"
+    no_target = t[t["isp_note"] != ""]
+    if not no_target.empty:
+        text += "; no ISP perturbation ran in " + "; ".join(f"{r.cell_type} ({r.isp_note})" for r in no_target.itertuples())
+    return text + "."
 
 
 def reading_networks(data: ReportData) -> str:
@@ -274,12 +299,50 @@ def section_dataset(data: ReportData) -> str:
             f"{fmt(ds.get('n_cells'))} cells in {fmt(ds.get('n_strata'))} strata, {fmt(ds.get('n_kept'))} kept"]
     lines.append("; ".join(h for h in head if h) + ".")
     lines.append("")
-    cols = [c for c in ("stratum", "slug", "cell_type", "tissue", "n_cells", "n_output", "status", "reason") if c in st.columns]
+    cols = [c for c in ("stratum", "slug", "cell_type", "tissue", "n_cells", "aggregation", "n_output", "mean_overlap",
+                        "edges", "regulons", "status", "reason") if c in st.columns]
     if "tissue" in cols and (st["tissue"].astype(str) == "").all():
         cols.remove("tissue")
     lines.append(md_table(st[cols].astype(str).values.tolist(), cols))
     lines.append("")
     return "\n".join(lines)
+
+
+def section_master_regulators(data: ReportData) -> str:
+    """Per stratum: network, regulators tested, candidates, the master regulators reported and the
+    ISP perturbations, with "no network" / "no significant regulator" where there are none."""
+    t = mr_strata_table(data.mr_strata, data.strata, data.perf, data.master_regulators)
+    out = ["## Master regulators", ""]
+    if t.empty:
+        return "\n".join(out + ["No master-regulator table.", ""])
+    cutoff = pd.to_numeric(data.mr_strata.get("padj_cutoff", pd.Series(dtype=float)), errors="coerce").dropna()
+    rule = f"BH padj < {cutoff.iloc[0]:g}" if len(cutoff) else "BH padj under the cut-off"
+    out += [f"Per stratum with its own network, the regulators whose NES in the stratum differs from the other "
+            f"cells' (two-sided Mann-Whitney U, {rule}, effect in the direction reported), ranked by specificity "
+            "(rank-biserial correlation); strata without a network are only background.", ""]
+    has_isp = t["isp_perturbations"].notna().any()
+    rows = []
+    for r in t.itertuples():
+        cells = [r.cell_type, r.label if r.status != "reported" else "master regulators", fmt(r.n_regulons),
+                 fmt(r.n_tested), f"{r.n_candidates_up} / {r.n_candidates_down}", r.up or "-", r.down or "-"]
+        if has_isp:
+            cells.append(fmt(r.isp_perturbations) + (f" ({r.isp_note})" if r.isp_note else ""))
+        rows.append(cells)
+    header = ["stratum", "status", "regulons", "tested", "candidates up / down", "reported up", "reported down"]
+    if has_isp:
+        header.append("ISP perturbations")
+    out.append(md_table(rows, header, "llrrrll" + ("r" if has_isp else "")))
+    out.append("")
+    gaps = t[t["status"] != "reported"]
+    if not gaps.empty:
+        out += ["No master regulator:", ""]
+        for (label, reason), g in gaps.groupby(["label", "reason"], sort=False):
+            out.append(f"- {label}" + (f" ({reason})" if reason else "") + ": " + ", ".join(g["cell_type"].astype(str)))
+        out.append("")
+    sentence = reading_mr_strata(data)
+    if sentence:
+        out += [sentence, ""]
+    return "\n".join(out)
 
 
 METHOD_COLUMNS = (
@@ -382,10 +445,13 @@ def render_markdown(
         summary.append("Not run: " + "; ".join(f"{k} ({v})" for k, v in data.skipped.items()) + ".")
     if not data.stages.empty:
         summary.append(reading_stages(data))
+    if not data.mr_strata.empty:
+        summary.append(reading_mr_strata(data))
     out += [f"- {s}" for s in summary] + [""]
     out.append(section_environment(env))
     out.append(section_model(data))
     out.append(section_dataset(data))
+    out.append(section_master_regulators(data))
     out.append(section_methods(data))
     # figures
     out += ["## Figures", ""]

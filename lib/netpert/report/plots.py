@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from netpert.report.aggregate import METHOD_ORDER, ReportData, fastest_method  # noqa: E402
+from netpert.report.aggregate import METHOD_ORDER, ReportData, fastest_method, mr_row_notes  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -285,11 +285,13 @@ def plot_stage_time(stages: pd.DataFrame):
     return fig
 
 
-def plot_mr_heatmap(activity: pd.DataFrame, mr_source: Mapping[str, str] | None = None):
+def plot_mr_heatmap(activity: pd.DataFrame, mr_source: Mapping[str, str] | None = None,
+                    row_notes: Mapping[str, str] | None = None):
     """Mean VIPER NES of each master regulator (columns) per cell type (rows), diverging colour map.
 
     ``mr_source`` maps a regulator to the cell type it is a master regulator of (shown in the
-    column label).
+    column label); ``row_notes`` maps a cell type without master regulators to why ("no network",
+    "no significant regulator"): its row is kept and labelled, in grey.
     """
     values = activity.to_numpy(dtype=float)
     lim = float(np.nanmax(np.abs(values))) if values.size else 1.0
@@ -299,7 +301,13 @@ def plot_mr_heatmap(activity: pd.DataFrame, mr_source: Mapping[str, str] | None 
     im = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     labels = [f"{c} ({mr_source[c]})" if mr_source and c in mr_source else str(c) for c in activity.columns]
     ax.set_xticks(np.arange(ncol), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(np.arange(nrow), activity.index, fontsize=9)
+    notes = dict(row_notes or {})
+    ax.set_yticks(np.arange(nrow), [f"{r} [{notes[str(r)]}]" if str(r) in notes else str(r) for r in activity.index],
+                  fontsize=9)
+    for tick, r in zip(ax.get_yticklabels(), activity.index):
+        if str(r) in notes:
+            tick.set_color("#777777")
+            tick.set_fontstyle("italic")
     ax.set_xlabel("master regulator (cell type it was found in)")
     ax.set_ylabel("cell type")
     if ncol * nrow <= 300:
@@ -420,8 +428,12 @@ def write_figures(
         mr_source = {}
         for _, row in data.master_regulators.iterrows():
             mr_source.setdefault(str(row["regulator"]), labels.get(str(row["stratum"]), str(row["stratum"])))
-    attempt("viper__master_regulators.png", lambda: plot_mr_heatmap(data.mr_activity, mr_source),
-            None if not data.mr_activity.empty else "no master-regulator activity")
+    no_mr = "no master-regulator activity"
+    if data.mr_activity.empty and not data.mr_strata.empty and data.master_regulators.empty:
+        no_mr = "no stratum has a master regulator (no network or no significant regulator in every stratum)"
+    row_notes = mr_row_notes(data.mr_strata, data.strata)
+    attempt("viper__master_regulators.png", lambda: plot_mr_heatmap(data.mr_activity, mr_source, row_notes),
+            None if not data.mr_activity.empty else no_mr)
     labels = dict(zip(data.strata["slug"], data.strata.get("cell_type", data.strata["slug"])))
     attempt("aracne__network_size.png", lambda: plot_network_size(data.networks, labels),
             None if not data.networks.empty else "no ARACNe networks")

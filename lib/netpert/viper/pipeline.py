@@ -236,15 +236,29 @@ def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str
     log.info("wrote %s (%d cells x %d regulators)", activity_path, act.n_obs, act.n_vars)
 
 
-def run_master_regulators(activity_path, tsv_path, top_k: int = 5, groupby: str = "stratum") -> None:
-    """The workflow's ``master_regulators`` step: activity h5ad -> master regulator TSV (atomic)."""
-    from netpert._io import atomic_path
+def run_master_regulators(activity_path, tsv_path, regulon_paths: Sequence, top_k: int = 5, padj: float = 0.05,
+                          groupby: str = "stratum") -> None:
+    """The workflow's ``master_regulators`` step: activity h5ad + the kept strata's regulon TSVs
+    -> ``master_regulators.tsv`` (:class:`netpert.mr_table.MasterRegulatorTable`, atomic).
+
+    A stratum has a network when its regulon file (``aracne/{stratum}/regulon.tsv``: the stratum
+    is the file's parent directory) holds at least one regulon; only those strata get master
+    regulators, among the regulators they have a regulon for. Every other stratum of the
+    activity is listed (status ``no_network``) and its cells are part of the background.
+    """
     from netpert.data import read_h5ad
     from netpert.viper.master import master_regulators
 
+    networks = {}
+    for path in map(Path, regulon_paths):
+        name = path.parent.name or path.stem
+        if name in networks:
+            raise InputError(f"two regulon files for stratum '{name}' ({path}): give one regulon.tsv per stratum")
+        networks[name] = list(pd.unique(read_regulons(path)["regulator"].astype(str)))
     act = read_h5ad(activity_path)
-    table = master_regulators(act, groupby=groupby, top_k=top_k)
-    with atomic_path(tsv_path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
-    log.info("wrote %s (%d rows)", tsv_path, len(table))
-
+    table = master_regulators(act, groupby=groupby, top_k=top_k, padj=padj, networks=networks)
+    table.write(tsv_path)
+    s = table.strata
+    log.info("wrote %s: %d master regulators over %d strata (%d with a network); none in %s", tsv_path,
+             len(table.regulators), len(s), int(s["has_network"].sum()),
+             ", ".join(f"{r.stratum} ({r.status})" for r in table.without_regulators().itertuples()) or "no stratum")
