@@ -139,17 +139,31 @@ def test_permute_genes_keeps_marginals_and_breaks_dependence():
     X = np.stack([base, base + rng.poisson(0.5, size=400), rng.poisson(1.0, size=400)], axis=1).astype(np.float32)
     X[rng.random(400) < 0.5, :2] = 0  # shared dropout: A and B stay correlated, and mostly zero
     a = ad.AnnData(X=sp.csr_matrix(X), var=pd.DataFrame(index=["A", "B", "C"]))
-    p = permute_genes(a, 1)
+    p = permute_genes(a, 1, depth_bins=1)
     P = p.X.toarray()
     for j in range(3):
         np.testing.assert_array_equal(np.sort(P[:, j]), np.sort(X[:, j]))
     assert np.corrcoef(X[:, 0], X[:, 1])[0, 1] > 0.5
     assert abs(np.corrcoef(P[:, 0], P[:, 1])[0, 1]) < 0.15
-    np.testing.assert_array_equal(P, permute_genes(a, 1).X.toarray())
-    assert not np.array_equal(P, permute_genes(a, 2).X.toarray())
+    np.testing.assert_array_equal(P, permute_genes(a, 1, depth_bins=1).X.toarray())
+    assert not np.array_equal(P, permute_genes(a, 2, depth_bins=1).X.toarray())
     # dense input too
     dense = permute_genes(ad.AnnData(X=X), np.random.default_rng(1))
     np.testing.assert_array_equal(np.sort(dense.X.toarray(), axis=0), np.sort(X, axis=0))
+
+
+def test_permute_genes_within_depth_bins_keeps_each_genes_relation_to_depth():
+    rng = np.random.default_rng(3)
+    size = np.exp(rng.normal(0, 0.7, 600))
+    X = rng.poisson(size[:, None] * rng.uniform(0.5, 3, 40)[None, :]).astype(np.float32)  # genes tied by depth only
+    a = ad.AnnData(X=sp.csr_matrix(X))
+    totals = X.sum(axis=1)
+    P = permute_genes(a, 1).X.toarray()  # default: within 10 depth bins
+    F = permute_genes(a, 1, depth_bins=1).X.toarray()
+    for j in range(40):
+        np.testing.assert_array_equal(np.sort(P[:, j]), np.sort(X[:, j]))
+    r = lambda M: np.mean([np.corrcoef(M[:, j], totals)[0, 1] for j in range(40)])
+    assert r(P) > 0.7 * r(X) and abs(r(F)) < 0.1
 
 
 # ------------------------------------------------------------------------------------------- stratify

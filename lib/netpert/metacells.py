@@ -110,13 +110,21 @@ def _rng(seed) -> np.random.Generator:
 
 
 # --------------------------------------------------------------------------------------------- null data
-def permute_genes(adata: ad.AnnData, seed: int | np.random.Generator = 0) -> ad.AnnData:
+#: cells are permuted within this many bins of equal size by total counts (see permute_genes)
+DEPTH_BINS = 10
+
+
+def permute_genes(adata: ad.AnnData, seed: int | np.random.Generator = 0, depth_bins: int = DEPTH_BINS) -> ad.AnnData:
     """``adata`` with each gene's values permuted independently across cells (float32 CSR X).
 
     Every column keeps its multiset of values (the gene's marginal) while the dependence between
-    genes is destroyed. Sparse-friendly: a column's nonzero values are placed on a uniformly random
-    set of rows in random order, which is a uniform permutation of the whole column. Genes are
-    drawn in var order from one stream, so the result is a function of ``seed`` alone.
+    genes is destroyed. The permutation runs within ``depth_bins`` bins of cells of similar total
+    counts (equal-size bins by rank of the cell's total; 1 = across all cells), so each gene keeps
+    its relation to sequencing depth: genes that depend on each other only through a cell's library
+    size (and the heteroscedasticity it brings into metacells) keep that dependence in the null,
+    which therefore calibrates it away. Sparse-friendly: within a bin, a column's nonzero values are
+    placed on a uniformly random set of the bin's rows in random order. Genes are drawn in var order
+    from one stream, so the result is a function of ``seed`` alone.
     """
     rng = _rng(seed)
     X = adata.X
@@ -124,11 +132,25 @@ def permute_genes(adata: ad.AnnData, seed: int | np.random.Generator = 0) -> ad.
     X.eliminate_zeros()
     X.sort_indices()
     n = X.shape[0]
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    n_bins = int(max(1, min(depth_bins, n // 10)))
+    order = np.argsort(totals, kind="stable")
+    bin_of = np.empty(n, np.int64)
+    bin_of[order] = (np.arange(n) * n_bins) // n
+    members = [np.flatnonzero(bin_of == b) for b in range(n_bins)]
     indices = np.empty_like(X.indices)
     for j in range(X.shape[1]):
         a, b = X.indptr[j], X.indptr[j + 1]
-        if b > a:
+        if b == a:
+            continue
+        rows = X.indices[a:b]
+        if n_bins == 1:
             indices[a:b] = rng.choice(n, size=b - a, replace=False, shuffle=True)
+            continue
+        bins = bin_of[rows]
+        for k in np.unique(bins):
+            sel = np.flatnonzero(bins == k)
+            indices[a + sel] = rng.choice(members[k], size=len(sel), replace=False, shuffle=True)
     P = sp.csc_matrix((X.data.copy(), indices, X.indptr.copy()), shape=X.shape)
     P.sort_indices()
     out = ad.AnnData(X=sp.csr_matrix(P, dtype=np.float32), obs=adata.obs.copy(), var=adata.var.copy())
