@@ -121,17 +121,46 @@ def test_tiny_run_builds_a_network_and_regulon_per_stratum(tiny_run):
 
 
 @pytest.mark.workflow
+def test_tiny_run_network_equals_the_api(tiny_run, tmp_path):
+    """One seed scheme: aracne() with the run's seed and settings writes the workflow's network.tsv byte
+    for byte, although the workflow spread the bootstraps over jobs (bootstraps_per_job 2 of 4)."""
+    from netpert.aracne import aracne, write_network
+    from netpert.regulators import regulators_in
+    from workflow_utils import TINY_CONFIG
+
+    res = tiny_run / "results"
+    a = TINY_CONFIG["aracne"]
+    assert a["bootstraps_per_job"] < a["bootstraps"]
+    table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
+    slug = table.loc[table.status == "kept", "slug"].iloc[0]
+    cells = ad.read_h5ad(res / "strata" / f"{slug}.h5ad")
+    regs = regulators_in(cells.var_names, TINY_CONFIG["regulators"]["lists"], "human")
+    net = aracne(cells, regs, bootstraps=a["bootstraps"], fdr=a["fdr"], pvalue=a["pvalue"], bonferroni=a["bonferroni"], seed=1, progress=False)
+    write_network(net, tmp_path / "network.tsv")
+    assert (tmp_path / "network.tsv").read_bytes() == (res / "aracne" / slug / "network.tsv").read_bytes()
+    summary = pd.read_csv(res / "aracne" / "strata.tsv", sep="\t", keep_default_na=False)
+    assert {"edges", "regulons", "network_status"} <= set(summary.columns)
+    assert (summary.loc[summary.slug == slug, "edges"] == len(net)).all()
+
+
+@pytest.mark.workflow
 def test_tiny_run_scores_activity_and_master_regulators(tiny_run):
     res = tiny_run / "results"
     act = ad.read_h5ad(res / "viper" / "activity.h5ad")
     assert act.n_obs == 700 and act.n_vars > 0 and np.isfinite(act.X).all()
     assert {"pvalue", "padj"} <= set(act.layers) and "viper" in act.uns
     assert "cell_type" in act.obs
-    mr = pd.read_csv(res / "viper" / "master_regulators.tsv", sep="\t")
+    from netpert.mr_table import read_master_regulators
+
+    mr = read_master_regulators(res / "viper" / "master_regulators.tsv")
     table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
     kept = set(table.loc[table.status == "kept", "slug"])
-    assert kept <= set(mr["stratum"])
-    assert set(mr["regulator"]) <= set(act.var_names)
+    st = mr.strata.set_index("stratum")
+    # every stratum of the activity is listed; only kept strata (with a network) get master regulators
+    assert set(st.index) == set(act.obs["stratum"].astype(str)) and kept <= set(st.index)
+    assert set(mr.regulators["stratum"]) <= kept and (st.loc[list(set(st.index) - kept), "status"] == "no_network").all()
+    assert (mr.regulators["padj"] < 0.05).all() and (mr.regulators["rank"] <= 2).all()
+    assert set(mr.regulators["regulator"]) <= set(act.var_names)
 
 
 @pytest.mark.workflow
@@ -165,3 +194,37 @@ def test_snakemake_html_report_holds_the_figures(tiny_run, tmp_path):
     assert html.stat().st_size > 10_000
     for name in ("isp__throughput.png", "benchmark_report.md", "benchmark.csv"):
         assert name in text, name
+
+
+@pytest.mark.workflow
+def test_counts_run_aggregates_calibrates_and_finds_regulons(tmp_path):
+    """Sparse UMI counts: `auto` makes representative metacells, the threshold's null comes from the
+    stratum's permuted-then-aggregated cells, and every stratum gets regulons, master regulators follow."""
+    from netpert.aracne import simulate_network
+
+    data, truth = simulate_network(n_cells=360, n_regulators=10, n_targets=150, n_noise=40, seed=3, n_cell_types=2,
+                                   umis=400.0, dropout_midpoint=5.0, counts=True)
+    zeros = 1 - data.X.nnz / (data.n_obs * data.n_vars)
+    assert zeros > 0.8
+    data.write_h5ad(tmp_path / "counts.h5ad")
+    (tmp_path / "regs.txt").write_text("\n".join(g for g in data.var_names if g.startswith("TF")) + "\n")
+    config = write_tiny_config(
+        tmp_path,
+        input=str(tmp_path / "counts.h5ad"),
+        data={"cell_type_key": "cell_type"},
+        regulators={"lists": [str(tmp_path / "regs.txt")]},
+        strata={"min_cells": 30, "max_cells": None, "metacells": {"max_cells": 150, "target_umis": 3000}},
+        aracne={"bootstraps": 6, "bootstraps_per_job": 3, "fdr": 0.25, "bonferroni": True, "min_targets": 3},
+        viper={"min_targets": 3},
+    )
+    run_snakemake(tmp_path, config, ["results/viper/master_regulators.tsv", "results/aracne/strata.tsv"])
+    res = tmp_path / "results"
+    table = pd.read_csv(res / "aracne" / "strata.tsv", sep="\t", keep_default_na=False)
+    assert list(table["aggregation"]) == ["representative", "representative"]
+    assert (table["network_status"] == "ok").all() and (table["regulons"] > 0).all()
+    for slug in table["slug"]:
+        info = yaml.safe_load((res / "aracne" / slug / "threshold.json").read_text())
+        assert info["method"] == "calibrated" and info["source"].startswith("the given null data")
+        assert ad.read_h5ad(res / "strata" / f"{slug}.null.h5ad").n_obs == ad.read_h5ad(res / "strata" / f"{slug}.h5ad").n_obs
+    mr = pd.read_csv(res / "viper" / "master_regulators.tsv", sep="\t", keep_default_na=False)
+    assert set(mr["stratum"]) == set(table["slug"])

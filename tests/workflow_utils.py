@@ -19,12 +19,12 @@ TINY_CONFIG = {
     "data": {"cell_type_key": "bulk_labels", "min_cells_per_gene": 3},
     "regulators": {"lists": ["tfs", "cotfs"]},
     "strata": {"min_cells": 90, "max_cells": 40, "seed": 0},
-    "aracne": {"bootstraps": 4, "bootstraps_per_job": 2, "pvalue": 1e-3, "bonferroni": False, "threads": 1, "min_targets": 3},
+    "aracne": {"bootstraps": 4, "bootstraps_per_job": 2, "fdr": None, "pvalue": 1e-3, "bonferroni": False, "threads": 1, "min_targets": 3},
     "viper": {"signature": "scale", "min_targets": 3, "top_k": 2},
     "isp": {
         "model": "random-init:tiny",
         "cells_per_stratum": 3,
-        "targets": {"top_k": 2},
+        "targets": {"top_k": 4},  # 2 up + 2 down master regulators: at least one expressed in the 3 cells
         "methods": "auto",
         "max_len": 256,
         "threads": 1,
