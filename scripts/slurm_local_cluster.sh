@@ -21,7 +21,7 @@
 #   NETPERT_SLURM_CTLD_PORT     slurmctld port                         [6817]
 #   NETPERT_SLURM_SLURMD_PORT   slurmd port                            [6818]
 #   NETPERT_SLURM_MEM_MARGIN_MB memory kept back from the node         [max(512, 10% of total)]
-#   NETPERT_SLURM_MIN_JOB_AGE   seconds finished jobs stay in squeue   [600]
+#   NETPERT_SLURM_MIN_JOB_AGE   seconds finished jobs stay in squeue   [3600]
 #   NETPERT_SLURM_TIMEOUT       seconds to wait for the node           [60]
 #   NETPERT_SLURM_NO_INSTALL=1  never call apt-get (fail if the packages are missing)
 set -euo pipefail
@@ -30,7 +30,7 @@ STATE=${NETPERT_SLURM_STATE:-/tmp/netpert-slurm}
 PARTITION=${NETPERT_SLURM_PARTITION:-debug}
 CTLD_PORT=${NETPERT_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${NETPERT_SLURM_SLURMD_PORT:-6818}
-MIN_JOB_AGE=${NETPERT_SLURM_MIN_JOB_AGE:-600}
+MIN_JOB_AGE=${NETPERT_SLURM_MIN_JOB_AGE:-3600}
 TIMEOUT=${NETPERT_SLURM_TIMEOUT:-60}
 CONF=/etc/slurm/slurm.conf
 MARKER="# Written by scripts/slurm_local_cluster.sh (netpert)"

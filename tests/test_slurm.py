@@ -30,7 +30,7 @@ STATE = Path(os.environ.get("NETPERT_SLURM_STATE", "/tmp/netpert-slurm"))
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client")
 
 # On the local cluster: no accounting storage, so job states come from squeue (the cluster keeps
-# finished jobs MinJobAge=600 s); poll every 2 s instead of 40 so that the test is quick; keep the
+# finished jobs MinJobAge=3600 s); poll every 2 s instead of 40 so that the test is quick; keep the
 # SLURM logs of successful jobs so that the test can read them.
 CLUSTER_ARGS = [
     "--workflow-profile",
