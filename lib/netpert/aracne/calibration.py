@@ -44,7 +44,7 @@ from netpert.aracne.prepare import (
     resample_indices,
     subsample_size,
 )
-from netpert.aracne.threshold import NULL_TOP_FRACTION, NullModel, bh_select  # noqa: F401  (bh_select re-exported)
+from netpert.aracne.threshold import NULL_TOP_FRACTION, NullModel
 from netpert.errors import InputError
 
 log = logging.getLogger(__name__)
