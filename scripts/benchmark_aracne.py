@@ -40,7 +40,7 @@ from netpert.aracne.prepare import rank_matrix
 from netpert.aracne.threshold import all_pairs_mi, fit_null_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT.parent / "shared" / "fixtures")) / "aracne"
+FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT / "tests" / "data" / "fixtures")) / "aracne"
 
 
 def timed(fn, repeat=1):

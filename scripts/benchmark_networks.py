@@ -49,7 +49,7 @@ from netpert.aracne import benchmarking as B
 from netpert.report import environment as env
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+DEFAULT_FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT / "tests" / "data" / "fixtures"))
 SECTIONS = ("sergio", "simulator", "nulls", "fixture", "continuous")
 
 #: variants: keyword arguments passed through to netpert.data.stratify ("stratify") and

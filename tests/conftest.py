@@ -6,15 +6,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The reference fixtures live in ../shared/fixtures beside the clone (CI and developers alike);
-# NETPERT_FIXTURES points elsewhere when needed.
-FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+# The reference outputs of ARACNe-AP and R viper live in the repo (tests/data/fixtures, see the README
+# in each folder); NETPERT_FIXTURES points elsewhere when needed.
+FIXTURES = Path(os.environ.get("NETPERT_FIXTURES", ROOT / "tests" / "data" / "fixtures"))
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES}: clone beside shared/ or set NETPERT_FIXTURES")
+        pytest.fail(f"reference fixtures not found at {FIXTURES}: the clone is incomplete, or set NETPERT_FIXTURES")
     return FIXTURES
 
 

@@ -62,7 +62,7 @@ def test_fixture_filter_and_pleiotropy_change_things(fx):
 def test_fixture_msviper(fx):
     d = fx["dir"]
     sig = pd.read_csv(d / "signature.tsv", sep="\t", index_col=0, float_precision="round_trip")
-    null = pd.read_csv(d / "null.tsv", sep="\t", index_col=0, float_precision="round_trip")
+    null = pd.read_csv(d / "null.tsv.gz", sep="\t", index_col=0, float_precision="round_trip")
     ref = pd.read_csv(d / "msviper.tsv", sep="\t", float_precision="round_trip")
     res = V.msviper(sig, fx["net1"], null, min_targets=10)
     assert list(res["regulator"]) == list(ref["regulator"])
