@@ -4,6 +4,7 @@ threshold) -> threshold.txt (ARACNe-AP format), threshold.json (provenance), nul
 import anndata as ad
 
 from netpert.aracne import calibrate
+from netpert.data import uses_null_file
 from netpert.regulators import regulators_in
 from netpert.workflow import script_logging, set_threads
 
@@ -13,7 +14,7 @@ with script_logging(snakemake) as log:  # noqa: F821
     cells = ad.read_h5ad(snakemake.input.h5ad)  # noqa: F821
     # aggregated strata bring their own null (cells permuted, then aggregated the same way);
     # strata of cells are permuted afresh in every null replicate
-    aggregated = "metacells" in cells.uns.get("netpert", {})
+    aggregated = uses_null_file(cells)
     null_data = ad.read_h5ad(snakemake.input.null) if aggregated else None  # noqa: F821
     log.info("null data: %s", "the stratum's aggregated null file" if aggregated else "the stratum's cells, permuted")
     calibration = calibrate(
@@ -27,5 +28,6 @@ with script_logging(snakemake) as log:  # noqa: F821
         null_data=null_data,
         cache_dir=p.cache_dir or None,
         backend=p.backend,
+        estimator=p.estimator,
     )
     calibration.save(snakemake.output.threshold, snakemake.output.info, snakemake.output.null)  # noqa: F821

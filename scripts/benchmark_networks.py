@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Network benchmark: does the first stage (strata -> metacells -> ARACNe) recover known networks from UMI counts?
+"""Network benchmark: does the first stage (strata -> ARACNe) recover known networks from UMI counts?
 
 Sections (``--sections``, comma-separated):
 
@@ -9,15 +9,15 @@ Sections (``--sections``, comma-separated):
   counts (4 cell types, lognormal library sizes, logistic dropout). For each data set, cell type
   (stratum) and variant (``--variants``): the consensus network's unordered pairs, correct pairs,
   precision, recall, F1, regulons (regulators with >= 10 targets) and seconds (the stratum's ARACNe
-  run plus its share of netpert.data.stratify: metacells and null data), next to Spearman
+  run plus its share of netpert.data.stratify: metacells if on, and null data), next to Spearman
   |rho| top-N and random pairs at the same N (on the same samples the network was built from).
 * ``nulls``: edges the default pipeline finds on two nulls of each data set: (i) genes permuted
-  within each cell type before any aggregation, (ii) Poisson counts around each cell's library size
-  (metacells on or off as ``auto`` decides for the data itself).
+  within each cell type before any aggregation, (ii) Poisson counts around each cell's library size.
 * ``fixture``: the ARACNe-AP fixture (``--fixtures``/aracne): ARACNe-AP's consolidated network
   against the planted truth, and ours with 10 bootstraps.
 * ``continuous``: the project's simulator, continuous values (2,000 genes, 300 samples, 100
-  regulators, 8 bootstraps): the default against ``threshold_method: aracne-ap``.
+  regulators, 8 bootstraps): the default against APMI with the calibrated threshold and against
+  ``threshold_method: aracne-ap``.
 
 Scoring: pairs are unordered (a predicted pair is correct when the truth holds it in either
 direction); the truth is restricted to the testable pairs (both genes present, non-constant, in the
@@ -56,10 +56,12 @@ SECTIONS = ("sergio", "simulator", "nulls", "fixture", "continuous")
 #: netpert.aracne.aracne ("aracne") on top of the library defaults ("default" = the defaults)
 VARIANTS = {
     "default": {},
-    "metacells-off": {"stratify": {"use_metacells": False}},
+    "metacells-on": {"stratify": {"use_metacells": True}},
+    "apmi": {"aracne": {"estimator": "apmi"}},
     "metacells-knn": {"stratify": {"use_metacells": True, "metacell_method": "knn"}},
     "aracne-ap": {"aracne": {"threshold_method": "aracne-ap", "fdr": None}},
     "fit-1e-8": {"aracne": {"threshold_method": "fit", "pvalue": 1e-8, "fdr": None}},
+    "fdr-0.05": {"aracne": {"fdr": 0.05}},
     "subsample": {"aracne": {"resampling": "subsample"}},
     "bootstrap": {"aracne": {"resampling": "bootstrap"}},
 }
@@ -71,6 +73,14 @@ VARIANT_LABELS = {
 #: the project's simulator as UMI counts (tuned to ~85 % zeros, median ~300 UMIs)
 UMI_SIM = {"n_regulators": 30, "n_targets": 400, "n_noise": 100, "umis": 400.0, "gene_sd": 1.5, "size_sd": 0.5,
            "dropout_midpoint": 1.0, "dropout_shape": 2.0, "cell_type_effect": 1.0}
+
+
+def schema_default(section: str, key: str):
+    """The workflow's default of ``section.key`` (the config schema owns it)."""
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    return schema["properties"][section]["properties"][key]["default"]
 
 
 def _fmt(v):
@@ -188,17 +198,11 @@ def run_dataset(section, name, adata, truth, args, rec, variants, table_rows):
 def run_nulls(name, adata, truth, args, rec, table_rows):
     regs = regulators_of(adata, truth)
     reg_file = B.regulators_file(regs, Path(args.cache_dir or args.tmp) / "regulators")
-    # the default pipeline as it runs on the data: metacells on or off as "auto" decides for the data
-    # (the library-size null has no dropout, hence fewer zeros, and "auto" alone could decide otherwise)
-    from netpert.metacells import needs_metacells
-
-    aggregate, _ = needs_metacells(adata)
     for null_name, make in (("permuted", B.permuted_within), ("library-size", B.library_null)):
         null = make(adata, "cell_type", seed=args.pipeline_seed)
         zeros = B.count_stats(null)["zeros"]
         t0 = time.perf_counter()
-        results = B.run_networks(null, regs, reg_file, args.bootstraps, seed=args.pipeline_seed, min_cells=args.min_cells,
-                                 stratify_kw={"use_metacells": aggregate})
+        results = B.run_networks(null, regs, reg_file, args.bootstraps, seed=args.pipeline_seed, min_cells=args.min_cells)
         for r in results:
             row = {"edges": len(r.network), "pairs": len(B.network_pairs(r.network)), "regulons": B.regulons(r.network),
                    "samples": r.data.n_obs, "null_zeros": zeros, "seconds": r.seconds}
@@ -223,7 +227,7 @@ def fixture_section(args, rec) -> list[dict]:
     rec.add("fixture", "aracne-fixture", "all", "ARACNe-AP consolidated.tsv", row)
     rows.append(dict(row, variant="ARACNe-AP consolidated.tsv (10 bootstraps)", seconds=float("nan")))
     b = args.fixture_bootstraps
-    for variant in ("default", "aracne-ap"):
+    for variant in ("default", "apmi", "aracne-ap"):
         t0 = time.perf_counter()
         net = A.aracne(expr, tfs, bootstraps=b, seed=1, progress=False, **VARIANTS[variant].get("aracne", {}))
         row = dict(score_row(expr, net, truth, tfs), seconds=time.perf_counter() - t0)
@@ -240,7 +244,7 @@ def continuous_section(args, rec) -> list[dict]:
         data, truth = A.simulate_network(args.continuous_samples, n_regs, n_genes - n_regs - n_noise, seed=seed, n_noise=n_noise)
         regs = [g for g in data.var_names if g.startswith("TF")]
         name = f"continuous-s{seed}"
-        for variant in ("default", "aracne-ap"):
+        for variant in ("default", "apmi", "aracne-ap"):
             t0 = time.perf_counter()
             net = A.aracne(data, regs, bootstraps=args.continuous_bootstraps, seed=1, progress=False, **VARIANTS[variant].get("aracne", {}))
             row = dict(score_row(data, net, truth, regs), seconds=time.perf_counter() - t0)
@@ -287,7 +291,7 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 4 bootstraps, 2 cell types x 120 cells, small networks")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)} (empty: none)")
-    ap.add_argument("--bootstraps", type=int, help="bootstraps per network (default 30, quick 4)")
+    ap.add_argument("--bootstraps", type=int, help="bootstraps per network (default: the workflow's aracne.bootstraps, quick 4)")
     ap.add_argument("--cells", type=int, help="cells per cell type (default 300, quick 120)")
     ap.add_argument("--cell-types", type=int, help="cell types per data set (default 4, quick 2)")
     ap.add_argument("--regulators", type=int, help="regulators of the simulated UMI networks (default 30, quick 12)")
@@ -304,7 +308,7 @@ def parse_args(argv):
     if q and args.seeds == "0,1,2":
         args.seeds = "0"
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
-    args.bootstraps = args.bootstraps or (4 if q else 30)
+    args.bootstraps = args.bootstraps or (4 if q else schema_default("aracne", "bootstraps"))
     args.cells = args.cells or (120 if q else 300)
     args.cell_types = args.cell_types or (2 if q else 4)
     args.regulators = args.regulators or (12 if q else 30)

@@ -269,7 +269,7 @@ def test_workflow_scripts(tmp_path):
 
     sm, log = fake_snakemake(
         tmp_path, "aracne_threshold", {"h5ad": str(h5ad), "null": str(tmp_path / "absent.null.h5ad")}, cal_files,
-        dict(common, pvalue=1e-4, fdr=0.05, method="calibrated", cache_dir=str(tmp_path / "cache")),
+        dict(common, pvalue=1e-4, fdr=0.05, method="calibrated", estimator="auto", cache_dir=str(tmp_path / "cache")),
     )
     run_script("aracne_threshold.py", sm)
     thr = float((tmp_path / "threshold.txt").read_text())
@@ -277,10 +277,15 @@ def test_workflow_scripts(tmp_path):
     assert info["threshold"] == thr and info["n_samples"] == 150 and info["method"] == "calibrated" and info["fdr"] == 0.05
     assert info["resampling"] == "subsample" and info["null_size"] >= 100_000
     assert A.NullModel.load(tmp_path / "null.npz").n_total == info["null_size"]
+    assert info["estimator"] == "copula" and info["full_data_gate"] is True
+    sub_null, full_null = A.NullModel.load_named(tmp_path / "null.npz", "full")
+    assert full_null is not None and full_null.info["resampling"] == "none" and sub_null.info["resampling"] == "subsample"
+    cal = A.Calibration.load(cal_files["threshold"], cal_files["info"], cal_files["null"])
+    assert cal.estimator == "copula" and cal.full is not None
     assert "rule aracne_threshold finished" in log.read_text()
 
     boots = []
-    for chunk, (first, count) in enumerate([(0, 2), (2, 2)]):
+    for chunk, (first, count) in enumerate([(0, 5), (5, 5)]):
         out = tmp_path / f"boot_{chunk}.tsv"
         sm, log = fake_snakemake(
             tmp_path, "aracne_bootstrap", {"h5ad": str(h5ad), **cal_files}, {"tsv": str(out)},
@@ -292,10 +297,10 @@ def test_workflow_scripts(tmp_path):
         assert set(table["bootstrap"]) <= set(A.bootstrap_seeds(1, count, first)) and len(table) > 0
         boots.append(str(out))
 
-    consensus_params = {"consensus_pvalue": 0.05, "bonferroni": True, "max_targets": 50, "min_targets": 2, "n_bootstraps": 4,
-                        "skip_empty": False, "stratum": "S1"}
+    consensus_params = dict(common, consensus_pvalue=0.05, bonferroni=True, max_targets=50, min_targets=2, n_bootstraps=10,
+                            skip_empty=False, stratum="S1")
     outs = {"network": str(tmp_path / "network.tsv"), "regulon": str(tmp_path / "regulon.tsv"), "status": str(tmp_path / "status.json")}
-    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": boots, "h5ad": str(h5ad)}, outs, consensus_params)
+    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": boots, "h5ad": str(h5ad), **cal_files}, outs, consensus_params)
     run_script("aracne_consensus.py", sm)
     net = A.read_network(tmp_path / "network.tsv")
     reg = pd.read_csv(tmp_path / "regulon.tsv", sep="\t")
@@ -307,12 +312,12 @@ def test_workflow_scripts(tmp_path):
     empty = tmp_path / "boot_empty.tsv"
     empty.write_text("bootstrap\tregulator\ttarget\tmi\n")
     outs0 = {k: str(tmp_path / f"{k}0.out") for k in ("network", "regulon", "status")}
-    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad)}, outs0, consensus_params)
+    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad), **cal_files}, outs0, consensus_params)
     with pytest.raises(InputError, match=r"stratum 'S1' \(150 samples\) has 0 edges.*metacells.*skip_empty"):
         run_script("aracne_consensus.py", sm)
     assert not any(Path(f).exists() for f in outs0.values())
     # ... or, with strata.skip_empty, is marked skipped with header-only tables
-    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad)}, outs0,
+    sm, log = fake_snakemake(tmp_path, "aracne_consensus", {"boots": [str(empty)], "h5ad": str(h5ad), **cal_files}, outs0,
                              dict(consensus_params, skip_empty=True))
     run_script("aracne_consensus.py", sm)
     assert Path(outs0["network"]).read_text().strip() == "Regulator\tTarget\tMI\tpvalue\tcount"

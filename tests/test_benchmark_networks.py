@@ -145,7 +145,9 @@ def test_sergio_step_is_sergio_and_numba_equals_python():
         D = rs.normal(size=X.shape)
         X = model.step(X, types, P, D)
         ours.append(X)
-    np.testing.assert_array_equal(np.stack(ours, axis=2), theirs)  # SERGIO's own trajectory, bit for bit
+    # SERGIO's own trajectory: numpy's SIMD pow/exp can differ in the last bit between CPUs and numpy
+    # builds (1 ulp at 3 of 1,140 values on an AMD EPYC with AVX-512), so the bar is a few ulps, not equality
+    np.testing.assert_allclose(np.stack(ours, axis=2), theirs, rtol=1e-14, atol=0)
     a, ta = model.chains(4, steps=25, seed=2, backend="python")
     b, tb = model.chains(4, steps=25, seed=2, backend="numba")
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -214,7 +216,7 @@ def test_script_smoke(tmp_path, capsys):
     mod = _script()
     out = tmp_path / "bench.csv"
     rc = mod.main([
-        "--quick", "--sections", "sergio,simulator,nulls", "--variants", "default,metacells-off", "--cells", "80",
+        "--quick", "--sections", "sergio,simulator,nulls", "--variants", "default,apmi", "--cells", "80",
         "--cell-types", "1", "--regulators", "6", "--targets", "40", "--steps", "60", "--bootstraps", "2",
         "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--write-h5ad", str(tmp_path / "h5" / "sergio.h5ad"),
     ])
@@ -224,7 +226,7 @@ def test_script_smoke(tmp_path, capsys):
     df = pd.read_csv(out)
     assert set(df["section"]) >= {"data", "sergio", "simulator", "nulls", "summary", "run"}
     sec = df[df["section"] == "sergio"]
-    assert set(sec["variant"]) == {"default", "metacells-off"} and set(sec["stratum"]) == {"type0"}
+    assert set(sec["variant"]) == {"default", "apmi"} and set(sec["stratum"]) == {"type0"}
     assert {"pairs", "correct", "precision", "recall", "f1", "seconds", "spearman_precision", "random_precision"} <= set(sec["metric"])
     zeros = df[(df["section"] == "data") & (df["metric"] == "zeros")]["value"]
     assert len(zeros) == 2 and (zeros > 0.5).all()

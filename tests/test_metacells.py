@@ -14,7 +14,7 @@ from netpert.data import (
     stratify,
     write_strata,
 )
-from netpert.metacells import mean_overlap, metacells, needs_metacells, parse_use_metacells, permute_genes
+from netpert.metacells import mean_overlap, metacells, holds_counts, parse_use_metacells, permute_genes
 
 REGS = ["SPI1", "CEBPB", "STAT1", "IRF8", "TCF7", "GATA3"]
 
@@ -106,26 +106,29 @@ def test_bad_parameters(kw, message):
         metacells(small, **kw)
 
 
-# ------------------------------------------------------------------------------------------- auto switch
-def test_auto_switch(counts):
-    on, why = needs_metacells(counts)
+# ------------------------------------------------------------------------------------------- counts or not
+def test_holds_counts(counts):
+    on, why = holds_counts(counts)
     assert on and "integer counts" in why
     from netpert.aracne import simulate_network
 
     cont, _ = simulate_network(n_cells=50, n_regulators=3, n_targets=10, counts=False)
-    assert needs_metacells(cont)[0] is False
+    assert holds_counts(cont)[0] is False
     # the embedded data's kind: expm1 of log-normalised values (non-integer) -> no
     normed = counts.copy()
     normed.X = sp.csr_matrix(np.expm1(np.log1p(counts.X.toarray() / totals(counts)[:, None] * 1e4)).astype(np.float32))
-    off, why = needs_metacells(normed)
+    off, why = holds_counts(normed)
     assert not off and "non-integer" in why
     dense = ad.AnnData(X=np.random.default_rng(0).poisson(5.0, size=(40, 30)).astype(np.float32))
-    off, why = needs_metacells(dense)
-    assert not off and "dense enough" in why
+    off, why = holds_counts(dense)
+    assert not off and "dense, not sparse UMI counts" in why
 
 
 def test_parse_use_metacells():
-    assert parse_use_metacells("auto") == "auto" and parse_use_metacells("AUTO") == "auto"
+    # auto (the old default) is refused with the reason: the cells themselves measured better
+    with pytest.raises(InputError, match="auto is gone.*copula.*use false"):
+        parse_use_metacells("AUTO")
+    assert parse_use_metacells(None) is False
     assert parse_use_metacells(True) is True and parse_use_metacells("true") is True
     assert parse_use_metacells(False) is False and parse_use_metacells("False") is False
     with pytest.raises(InputError, match="strata.metacells.enabled"):
@@ -167,10 +170,12 @@ def test_permute_genes_within_depth_bins_keeps_each_genes_relation_to_depth():
 
 
 # ------------------------------------------------------------------------------------------- stratify
-def test_stratify_auto_aggregates_sparse_counts_with_null(tmp_path):
+def test_stratify_metacells_with_null(tmp_path):
     a = sparse_counts(n_cells=240, n_types=2)
     cells = prepare(a, "celltype", min_cells_per_gene=1)
-    kept, table = stratify(cells, min_cells=30, metacell_max_cells=30, target_umis=60, seed=4)
+    # the default leaves the cells as they are, counts or not
+    assert set(stratify(cells, min_cells=30, seed=4)[1]["aggregation"]) == {"none"}
+    kept, table = stratify(cells, min_cells=30, use_metacells=True, metacell_max_cells=30, target_umis=60, seed=4)
     assert list(table.columns) == STRATA_COLUMNS
     assert set(table["aggregation"]) == {"representative"}
     assert (table["n_metacells"] == 30).all() and table["mean_overlap"].between(0, 1).all()

@@ -197,10 +197,12 @@ def test_snakemake_html_report_holds_the_figures(tiny_run, tmp_path):
 
 
 @pytest.mark.workflow
-def test_counts_run_aggregates_calibrates_and_finds_regulons(tmp_path):
-    """Sparse UMI counts: `auto` makes representative metacells, the threshold's null comes from the
-    stratum's permuted-then-aggregated cells, and every stratum gets regulons, master regulators follow."""
+def test_counts_run_calibrates_and_finds_regulons(tmp_path):
+    """Sparse UMI counts with the default network settings: the cells themselves, the copula estimator,
+    a null of the stratum's cells permuted afresh, the full-data gate; every stratum gets regulons and
+    master regulators follow."""
     from netpert.aracne import simulate_network
+    from netpert.aracne.pipeline import DEFAULT_FDR
 
     data, truth = simulate_network(n_cells=360, n_regulators=10, n_targets=150, n_noise=40, seed=3, n_cell_types=2,
                                    umis=400.0, dropout_midpoint=5.0, counts=True)
@@ -213,18 +215,19 @@ def test_counts_run_aggregates_calibrates_and_finds_regulons(tmp_path):
         input=str(tmp_path / "counts.h5ad"),
         data={"cell_type_key": "cell_type"},
         regulators={"lists": [str(tmp_path / "regs.txt")]},
-        strata={"min_cells": 30, "max_cells": None, "metacells": {"max_cells": 150, "target_umis": 3000}},
-        aracne={"bootstraps": 6, "bootstraps_per_job": 3, "fdr": 0.25, "bonferroni": True, "min_targets": 3},
+        strata={"min_cells": 30, "max_cells": None},
+        aracne={"bootstraps": 10, "bootstraps_per_job": 5, "min_targets": 3, "fdr": DEFAULT_FDR},  # the default's FDR
         viper={"min_targets": 3},
     )
     run_snakemake(tmp_path, config, ["results/viper/master_regulators.tsv", "results/aracne/strata.tsv"])
     res = tmp_path / "results"
     table = pd.read_csv(res / "aracne" / "strata.tsv", sep="\t", keep_default_na=False)
-    assert list(table["aggregation"]) == ["representative", "representative"]
+    assert list(table["aggregation"]) == ["none", "none"]
     assert (table["network_status"] == "ok").all() and (table["regulons"] > 0).all()
     for slug in table["slug"]:
         info = yaml.safe_load((res / "aracne" / slug / "threshold.json").read_text())
-        assert info["method"] == "calibrated" and info["source"].startswith("the given null data")
-        assert ad.read_h5ad(res / "strata" / f"{slug}.null.h5ad").n_obs == ad.read_h5ad(res / "strata" / f"{slug}.h5ad").n_obs
+        assert info["method"] == "calibrated" and info["estimator"] == "copula" and info["full_data_gate"] is True
+        assert info["source"].startswith("the data, every gene permuted") and info["fdr"] == DEFAULT_FDR
+        assert "full-data gate" in (res / "logs" / "aracne_consensus" / f"{slug}.log").read_text()
     mr = pd.read_csv(res / "viper" / "master_regulators.tsv", sep="\t", keep_default_na=False)
     assert set(mr["stratum"]) == set(table["slug"])

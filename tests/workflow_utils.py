@@ -19,7 +19,7 @@ TINY_CONFIG = {
     "data": {"cell_type_key": "bulk_labels", "min_cells_per_gene": 3},
     "regulators": {"lists": ["tfs", "cotfs"]},
     "strata": {"min_cells": 90, "max_cells": 40, "seed": 0},
-    "aracne": {"bootstraps": 4, "bootstraps_per_job": 2, "fdr": None, "pvalue": 1e-3, "bonferroni": False, "threads": 1, "min_targets": 3},
+    "aracne": {"bootstraps": 4, "bootstraps_per_job": 2, "fdr": None, "pvalue": 1e-2, "bonferroni": False, "threads": 1, "min_targets": 3},
     "viper": {"signature": "scale", "min_targets": 3, "top_k": 2},
     "isp": {
         "model": "random-init:tiny",

@@ -33,7 +33,7 @@ from netpert.metacells import (  # noqa: F401  (re-exported: netpert.data.metace
     check_params,
     mean_overlap,
     metacells,
-    needs_metacells,
+    holds_counts,
     parse_use_metacells,
     permute_genes,
 )
@@ -300,6 +300,14 @@ def null_file(slug: str) -> str:
     return f"{slug}{NULL_SUFFIX}"
 
 
+def uses_null_file(adata: ad.AnnData) -> bool:
+    """Whether a stratum's networks are calibrated on its null file (``{slug}.null.h5ad``) rather
+    than on its own values permuted afresh in every null replicate: metacells only (permuting an
+    aggregate would undo what the aggregation did to it). Strata of cells, size-normalised or not,
+    are permuted afresh: one fixed permutation, only resampled, repeats its chance dependences."""
+    return "metacells" in adata.uns.get("netpert", {})
+
+
 def _totals(adata: ad.AnnData) -> np.ndarray:
     return np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
 
@@ -308,7 +316,7 @@ def stratify(
     adata: ad.AnnData,
     min_cells: int = 30,
     max_cells: int | None = None,
-    use_metacells: bool | str = "auto",
+    use_metacells: bool | str = False,
     metacell_method: str = "representative",
     metacell_k: int = 5,
     metacell_max_k: int = 30,
@@ -320,11 +328,11 @@ def stratify(
     """Split ``adata`` (from :func:`prepare`) into strata; return the kept ones and the table of all.
 
     A stratum is kept with at least ``min_cells`` cells; ``max_cells`` subsamples larger ones.
-    ``use_metacells`` (``"auto"``, ``True``, ``False``; strings accepted) replaces each kept
-    stratum by its metacells (:func:`netpert.metacells.metacells`); ``"auto"`` decides once for the
-    whole data with :func:`netpert.metacells.needs_metacells` (sparse integer counts: yes).
+    ``use_metacells`` (``True``, ``False``; strings accepted) replaces each kept stratum by its
+    metacells (:func:`netpert.metacells.metacells`); off by default: on UMI counts, networks from
+    the cells themselves with the copula estimator measured better (README).
     Every kept stratum also gets its null data (:func:`netpert.metacells.permute_genes` of its
-    cells after subsampling, then aggregated exactly as the stratum, from its own PCA/kNN).
+    cells after subsampling, then aggregated or normalised exactly as the stratum).
 
     Random streams come from :mod:`netpert.seeds` per stratum name (``strata``, ``permutation``,
     ``metacells``, and ``metacells`` + ``"null"`` for the null), so a stratum's output depends
@@ -332,14 +340,10 @@ def stratify(
     """
     choice = parse_use_metacells(use_metacells)
     method = str(metacell_method).strip().lower()
-    if choice is not False:  # check the parameters before any work
+    if choice:  # check the parameters before any work
         check_params(method, metacell_k, metacell_max_k, metacell_max_cells, target_umis, n_pcs)
-    if choice == "auto":
-        aggregate, why = needs_metacells(adata)
-        why = f"strata.metacells.enabled is auto and {why}"
-    else:
-        aggregate, why = bool(choice), f"strata.metacells.enabled is {str(choice).lower()}"
-    log.info("metacells %s: %s", "on" if aggregate else "off", why)
+    aggregate = bool(choice)
+    log.info("metacells %s (strata.metacells.enabled is %s); %s", "on" if aggregate else "off", str(choice).lower(), holds_counts(adata)[1])
     mc_kw = dict(
         method=method, k=metacell_k, max_k=metacell_max_k, max_cells=metacell_max_cells, target_umis=target_umis, n_pcs=n_pcs
     )

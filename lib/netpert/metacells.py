@@ -44,21 +44,21 @@ log = logging.getLogger(__name__)
 METHODS = ("representative", "knn")
 #: PISCES' recommended depth of a metacell (pyviper's ``min_median_depth`` default), see metacells()
 TARGET_UMIS = 10_000
-#: needs_metacells: the least fraction of zero entries for integer data to count as sparse UMI counts
+#: holds_counts: the least fraction of zero entries for integer data to count as sparse UMI counts
 MIN_ZERO_FRACTION = 0.5
 #: values inspected by the integer test (the first nonzero ones)
 _INTEGER_SAMPLE = 1_000_000
 
 
 # --------------------------------------------------------------------------------------------- the switch
-def needs_metacells(adata: ad.AnnData, min_zero_fraction: float = MIN_ZERO_FRACTION) -> tuple[bool, str]:
-    """Whether ``adata`` holds sparse integer counts, which ``use_metacells="auto"`` aggregates.
+def holds_counts(adata: ad.AnnData, min_zero_fraction: float = MIN_ZERO_FRACTION) -> tuple[bool, str]:
+    """Whether ``adata`` holds sparse integer counts (the rule ``auto`` settings decide by).
 
-    The rule looks at X itself (a user's h5ad can hold counts in X whatever ``uns`` says): X is
-    aggregated when its values are integers (the first million nonzero values are tested) AND at
+    The rule looks at X itself (a user's h5ad can hold counts in X whatever ``uns`` says): X holds
+    counts when its values are integers (the first million nonzero values are tested) AND at
     least ``min_zero_fraction`` (default 50 %) of its entries are zero. Normalised or continuous
     values (e.g. the embedded pbmc68k_reduced data, expm1 of log-normalised values) and dense
-    integer data are used as they are. Returns ``(decision, reason)``; the reason is one sentence.
+    integer data are not counts in this sense. Returns ``(decision, reason)``; the reason is one sentence.
     """
     X = adata.X
     n_entries = int(adata.n_obs) * int(adata.n_vars)
@@ -77,30 +77,34 @@ def needs_metacells(adata: ad.AnnData, min_zero_fraction: float = MIN_ZERO_FRACT
     flag = adata.uns.get("netpert", {}).get("raw_counts") if isinstance(adata.uns.get("netpert"), dict) else None
     note = "" if flag is None else f" (uns['netpert']['raw_counts'] says {bool(flag)})"
     if not integer:
-        return False, f"X holds non-integer values (normalised or continuous data, {zeros:.0%} zeros){note}: cells are used as they are"
+        return False, f"X holds non-integer values (normalised or continuous data, {zeros:.0%} zeros){note}"
     if zeros < min_zero_fraction:
         return False, (
-            f"X holds integer counts with {zeros:.0%} zeros (< {min_zero_fraction:.0%}): dense enough, cells are used as they are{note}"
+            f"X holds integer counts with {zeros:.0%} zeros (< {min_zero_fraction:.0%}): dense, not sparse UMI counts{note}"
         )
     return True, (
-        f"X holds integer counts with {zeros:.0%} zeros (>= {min_zero_fraction:.0%}): sparse UMI counts, aggregated into metacells{note}"
+        f"X holds integer counts with {zeros:.0%} zeros (>= {min_zero_fraction:.0%}): sparse UMI counts{note}"
     )
 
 
-def parse_use_metacells(value) -> bool | str:
-    """``True``, ``False`` or ``"auto"`` from a config value (booleans, or strings as ``--config`` gives)."""
+def parse_use_metacells(value) -> bool:
+    """``True`` or ``False`` from a config value (booleans, or strings as ``--config`` gives)."""
     if value is None:
-        return "auto"
+        return False
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     text = str(value).strip().lower()
     if text == "auto":
-        return "auto"
+        raise InputError(
+            "strata.metacells.enabled: auto is gone: on UMI counts, networks from the cells themselves with "
+            "aracne.estimator auto (copula) measured better than any metacells (README, 'Networks from UMI counts'); "
+            "use false (the default) or true"
+        )
     if text in ("true", "yes", "on", "1"):
         return True
     if text in ("false", "no", "off", "0"):
         return False
-    raise InputError(f"strata.metacells.enabled is {value!r}; use auto, true or false")
+    raise InputError(f"strata.metacells.enabled is {value!r}; use true or false")
 
 
 def _rng(seed) -> np.random.Generator:

@@ -20,6 +20,7 @@ rule aracne_threshold:
         fdr=config["aracne"]["fdr"],
         seed=config["aracne"]["seed"],
         method=config["aracne"]["threshold_method"],
+        estimator=config["aracne"]["estimator"],
         resampling=config["aracne"]["resampling"],
         backend=config["aracne"]["backend"],
         cache_dir=out("aracne/null_cache"),
@@ -72,6 +73,9 @@ rule aracne_consensus:
             chunk=range(n_bootstrap_chunks()),
         ),
         h5ad=out("strata/{stratum}.h5ad"),
+        threshold=out("aracne/{stratum}/threshold.txt"),
+        info=out("aracne/{stratum}/threshold.json"),
+        null=out("aracne/{stratum}/null.npz"),
     output:
         network=out("aracne/{stratum}/network.tsv"),
         regulon=out("aracne/{stratum}/regulon.tsv"),
@@ -81,6 +85,10 @@ rule aracne_consensus:
     benchmark:
         bench_path("aracne_consensus/{stratum}")
     params:
+        regulators=config["regulators"]["lists"],
+        species=config["regulators"]["species"],
+        seed=config["aracne"]["seed"],
+        backend=config["aracne"]["backend"],
         consensus_pvalue=config["aracne"]["consensus_pvalue"],
         bonferroni=config["aracne"]["bonferroni"],
         max_targets=config["aracne"]["max_targets"],

@@ -641,9 +641,9 @@ def run_networks(
 ) -> list[StratumResult]:
     """The project's first stage on ``adata`` (``obs['cell_type']``, counts in X): ``netpert.data.prepare``,
     ``netpert.data.stratify(**stratify_kw)``, then ``netpert.aracne.aracne(**aracne_kw)`` per stratum
-    with the stratum's null data (``null_data=stratum.null`` when the stratum has one)."""
+    with the stratum's null data where the workflow uses it (``netpert.data.uses_null_file``)."""
     from netpert.aracne import aracne
-    from netpert.data import prepare, stratify
+    from netpert.data import prepare, stratify, uses_null_file
 
     cells = prepare(adata, "cell_type", min_cells=min_cells, min_cells_per_gene=min_cells_per_gene,
                     regulator_lists=[str(regulator_file)], source="simulated data")
@@ -657,7 +657,7 @@ def run_networks(
         t1 = time.perf_counter()
         kw = dict(aracne_kw or {})
         null = getattr(st, "null", None)
-        if null is not None:
+        if null is not None and uses_null_file(st.adata):
             kw.setdefault("null_data", null)
         net = aracne(st.adata, regs, bootstraps=bootstraps, seed=seed, progress=False, **kw)
         row = table[table["stratum"] == st.name].iloc[0]

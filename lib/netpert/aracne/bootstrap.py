@@ -16,12 +16,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from netpert.aracne.dpi import dpi_keep
+from netpert.aracne.estimators import ESTIMATORS, copula_block, transform
 from netpert.aracne.mi import _mi_block, rank_bitsets
 from netpert.aracne.prepare import (
     SUBSAMPLE_FRACTION,
     Expression,
     ensure_expression,
-    rank_matrix,
     resample_indices,
 )
 from netpert.aracne.threshold import NullModel, bh_select
@@ -40,6 +40,11 @@ def _check_backend(backend: str) -> None:
         raise InputError(f"unknown ARACNe backend {backend!r}; use 'numba' or 'python'")
 
 
+def _check_estimator(estimator: str) -> None:
+    if estimator not in ESTIMATORS:
+        raise InputError(f"unknown MI estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+
+
 def _chunk_size(n_regs: int, n_genes: int, chunk_size: int | None) -> int:
     if chunk_size is not None:
         return max(1, int(chunk_size))
@@ -55,20 +60,23 @@ def iter_mi_chunks(
     backend: str = "numba",
     chunk_size: int | None = None,
     progress: bool = True,
-    desc: str = "APMI",
+    desc: str = "MI",
+    estimator: str = "apmi",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(regulator_rows, target_rows, mi)`` arrays chunk by chunk (regulator != target).
 
+    ``ranks`` is what :func:`netpert.aracne.estimators.transform` gives for ``estimator``.
     With ``threshold``, only pairs with ``mi >= threshold`` (ARACNe-AP's test) are yielded.
     """
     _check_backend(backend)
+    _check_estimator(estimator)
     regs = expr.reg_rows
     size = _chunk_size(len(regs), expr.n_genes, chunk_size)
-    bits = rank_bitsets(ranks) if backend == "numba" else None
+    bits = rank_bitsets(ranks) if backend == "numba" and estimator == "apmi" else None
     with tqdm(total=len(regs), desc=desc, unit="reg", disable=not progress, leave=False) as bar:
         for c0 in range(0, len(regs), size):
             rows = regs[c0 : c0 + size]
-            block = _mi_block(ranks, rows, backend, bits)
+            block = _mi_block(ranks, rows, backend, bits) if estimator == "apmi" else copula_block(ranks, rows)
             if threshold is None:
                 mask = ~np.isnan(block)
             else:
@@ -99,8 +107,10 @@ def mutual_information(
     threshold: float | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    estimator: str = "apmi",
 ) -> pd.DataFrame:
-    """APMI of every regulator x gene pair (regulator != target), long format.
+    """MI (``estimator``: APMI or copula, :mod:`netpert.aracne.estimators`) of every regulator x gene
+    pair (regulator != target), long format.
 
     Parameters
     ----------
@@ -125,9 +135,11 @@ def mutual_information(
     DataFrame with columns ``regulator``, ``target`` (categoricals) and ``mi`` (nats).
     """
     _check_backend(backend)
+    _check_estimator(estimator)
     expr = ensure_expression(data, regulators)
-    ranks = rank_matrix(expr.values, None, seed, backend=backend)
-    parts = list(iter_mi_chunks(expr, ranks, threshold, backend, chunk_size, progress))
+    idx = np.arange(expr.n_samples)
+    ranks = transform(estimator, expr.values, idx, np.random.default_rng(seed), backend)
+    parts = list(iter_mi_chunks(expr, ranks, threshold, backend, chunk_size, progress, estimator=estimator))
     src = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     dst = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     mi = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
@@ -148,8 +160,9 @@ def network(
     progress: bool = True,
     fdr: float | None = None,
     null: NullModel | None = None,
+    estimator: str = "apmi",
 ) -> pd.DataFrame:
-    """One ARACNe network: resample, rank, APMI, threshold, DPI.
+    """One ARACNe network: resample, rank, MI (``estimator``), threshold, DPI.
 
     Parameters
     ----------
@@ -167,6 +180,9 @@ def network(
         ``"bootstrap"`` (n samples with replacement, as ARACNe-AP; duplicated samples become ties
         that are broken at random), ``"subsample"`` (``subsample_fraction`` of the samples without
         replacement, as ARACNe3) or ``None`` (all samples once, ARACNe-AP ``--nobootstrap``).
+    estimator
+        ``"apmi"`` (ARACNe-AP) or ``"copula"`` (:mod:`netpert.aracne.estimators`); a calibrated
+        null must have been drawn with the same estimator (``Calibration.cut()`` passes it).
     dpi, dpi_tolerance
         apply the DPI (:mod:`netpert.aracne.dpi`) with this tolerance.
     fdr, null
@@ -179,6 +195,7 @@ def network(
     DataFrame ``regulator, target, mi`` of the edges kept.
     """
     _check_backend(backend)
+    _check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     if fdr is not None:
         if null is None:
@@ -188,8 +205,8 @@ def network(
         raise InputError("give an MI threshold, or fdr= with its null distribution")
     rng = np.random.default_rng(seed)
     idx = resample_indices(expr.n_samples, rng, resampling, subsample_fraction)
-    ranks = rank_matrix(expr.values, idx, rng, backend=backend)
-    parts = list(iter_mi_chunks(expr, ranks, threshold, backend, chunk_size, progress, desc=f"APMI seed {seed}"))
+    ranks = transform(estimator, expr.values, idx, rng, backend)
+    parts = list(iter_mi_chunks(expr, ranks, threshold, backend, chunk_size, progress, desc=f"MI seed {seed}", estimator=estimator))
     src = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     dst = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     mi = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
@@ -221,19 +238,21 @@ def bootstrap_networks(
     progress: bool = True,
     fdr: float | None = None,
     null: NullModel | None = None,
+    estimator: str = "apmi",
 ) -> pd.DataFrame:
     """Several bootstrap networks in long format: ``bootstrap`` (the seed), ``regulator, target, mi``.
 
-    ``threshold`` or ``fdr`` + ``null`` as in :func:`network`.
+    ``threshold`` or ``fdr`` + ``null`` and ``estimator`` as in :func:`network`.
     """
     _check_backend(backend)
+    _check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     frames = []
     # per-network progress too when one network takes several chunks (large data)
     inner = progress and len(expr.reg_rows) * expr.n_genes > _CHUNK_PAIRS
     for s in tqdm(list(seeds), desc="bootstraps", unit="net", disable=not progress):
         net = network(expr, None, threshold, int(s), resampling, dpi, dpi_tolerance, backend, subsample_fraction,
-                      progress=inner, fdr=fdr, null=null)
+                      progress=inner, fdr=fdr, null=null, estimator=estimator)
         net.insert(0, "bootstrap", int(s))
         frames.append(net)
     if not frames:

@@ -36,11 +36,11 @@ import numpy as np
 
 from netpert import seeds
 from netpert.aracne.bootstrap import iter_mi_chunks
+from netpert.aracne.estimators import ESTIMATORS, transform
 from netpert.aracne.prepare import (
     SUBSAMPLE_FRACTION,
     Expression,
     ensure_expression,
-    rank_matrix,
     resample_indices,
     subsample_size,
 )
@@ -99,8 +99,10 @@ def calibrated_null(
     target_pairs: int = CALIBRATION_PAIRS,
     max_replicates: int = MAX_REPLICATES,
     backend: str = "numba",
+    estimator: str = "apmi",
 ) -> NullModel:
-    """The null MI distribution of networks of ``data`` (see the module docstring).
+    """The null MI distribution of networks of ``data`` (see the module docstring), for the MI
+    ``estimator`` the networks use (``apmi`` or ``copula``).
 
     Parameters
     ----------
@@ -117,6 +119,8 @@ def calibrated_null(
     target_pairs, max_replicates
         draw replicates until at least ``target_pairs`` null values (at most ``max_replicates``).
     """
+    if estimator not in ESTIMATORS:
+        raise InputError(f"unknown MI estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
     expr = ensure_expression(data, regulators)
     if null_data is None:
         src, permute, source = expr, True, "the data, every gene permuted independently in each replicate"
@@ -135,6 +139,8 @@ def calibrated_null(
         per_rep_genes = max(n_regs + 1, int(math.ceil(target_pairs / n_regs)) + 1)
     pairs_per_rep = n_regs * (min(per_rep_genes, src.n_genes) - 1)
     n_rep = int(min(max_replicates, max(1, math.ceil(target_pairs / pairs_per_rep))))
+    if not permute and resampling is None and per_rep_genes >= src.n_genes:
+        n_rep = 1  # every replicate would be the same null data, whole: one set of values is all there is
     chunks = []
     for r in range(n_rep):
         rng = seeds.rng(seed, "null", r)
@@ -142,8 +148,8 @@ def calibrated_null(
         if permute:
             rep = Expression(rng.permuted(rep.values, axis=1), rep.genes, rep.regulators, rep.reg_rows, rep.samples)
         idx = _indices(n, rep.n_samples, resampling, rng, subsample_fraction)
-        ranks = rank_matrix(rep.values, idx, rng, backend=backend)
-        for _, _, mi in iter_mi_chunks(rep, ranks, None, backend, progress=False):
+        ranks = transform(estimator, rep.values, idx, rng, backend)
+        for _, _, mi in iter_mi_chunks(rep, ranks, None, backend, progress=False, estimator=estimator):
             chunks.append(mi.astype(np.float64, copy=False))
     values = np.concatenate(chunks)
     n_total = len(values)
@@ -153,6 +159,7 @@ def calibrated_null(
     info = {
         "model": "calibrated",
         "version": CALIBRATION_VERSION,
+        "estimator": estimator,
         "source": source,
         "resampling": resampling or "none",
         "n_samples": int(n),

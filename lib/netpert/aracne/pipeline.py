@@ -17,6 +17,7 @@ from netpert._io import atomic_path, json_default
 from netpert.aracne.calibration import calibrated_null
 from netpert.aracne.consensus import ConsensusAccumulator
 from netpert.aracne.bootstrap import network
+from netpert.aracne.estimators import resolve_estimator
 from netpert.aracne.io import read_threshold, write_threshold
 from netpert.aracne.prepare import SUBSAMPLE_FRACTION, Expression, effective_samples, ensure_expression
 from netpert.aracne.threshold import NullModel, compute_threshold, null_distribution
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 #: threshold methods (``aracne.threshold_method``): the calibrated null, the rank-permutation
 #: null with a fitted tail, ARACNe-AP's own computation
 THRESHOLD_METHODS = ("calibrated", "fit", "aracne-ap")
+#: per-network FDR of the library calls (the workflow's default, aracne.fdr in the config schema,
+#: is the same: tests/test_config.py holds them equal). 0.15: the value at which the copula networks
+#: beat Spearman's precision on SERGIO counts and ARACNe-AP's F1 on the planted fixture (README)
+DEFAULT_FDR = 0.15
 
 
 def bootstrap_seeds(seed: int, n: int, start: int = 0) -> list[int]:
@@ -41,23 +46,56 @@ class Calibration:
     ``threshold`` is the MI at ``pvalue`` (written in ARACNe-AP's threshold format; with ``fdr``
     it is for information only), ``fdr`` the per-network Benjamini-Hochberg rate (None: fixed
     threshold), ``null`` the null distribution the p-values come from (None for ``aracne-ap``),
-    ``info`` the provenance (method, sizes, fit). Files: ``threshold.txt``, ``threshold.json``,
-    ``null.npz`` (see :meth:`save` / :meth:`load`).
+    ``info`` the provenance (method, sizes, fit, and ``estimator``: the MI estimator the null was
+    drawn with, which the networks must use too). ``full`` (calibrated method with resampling):
+    the null of one network of all samples, for the full-data gate (:meth:`gate`). Files:
+    ``threshold.txt``, ``threshold.json``, ``null.npz`` (both nulls; see :meth:`save` / :meth:`load`).
     """
 
     threshold: float
     fdr: float | None
     null: NullModel | None
     info: dict = field(default_factory=dict)
+    full: NullModel | None = None
 
     def cut(self) -> dict:
         """Keyword arguments of :func:`netpert.aracne.network` for this calibration."""
-        return {"threshold": self.threshold, "fdr": self.fdr, "null": self.null}
+        return {"threshold": self.threshold, "fdr": self.fdr, "null": self.null, "estimator": self.estimator}
+
+    @property
+    def estimator(self) -> str:
+        return str(self.info.get("estimator", "apmi"))
+
+    def gate(self, net: pd.DataFrame, data, regulators: Sequence[str] | None, seed: int, backend: str = "numba") -> pd.DataFrame:
+        """``net`` (a consensus) without the edges that the network of all samples, cut by the same
+        rule (``fdr`` or ``pvalue``) against the :attr:`full` null and without DPI, does not hold.
+
+        Why: bootstraps or subsamples of one data set share its chance dependences, so a pair that
+        is strong by chance in the data appears in many of its networks and the consensus test,
+        which counts appearances as if networks were independent, keeps it (on data permuted gene
+        by gene: 1-5 edges per stratum). The network of all samples tests each pair once on the
+        data itself. Without a :attr:`full` null (``fit``, ``aracne-ap``, no resampling, null data
+        given such as metacells) ``net``
+        is returned as it is.
+        """
+        if self.full is None or len(net) == 0:
+            return net
+        if self.fdr is not None:
+            cut = {"fdr": self.fdr, "null": self.full, "threshold": None}
+        else:
+            cut = {"fdr": None, "null": None, "threshold": self.full.threshold(float(self.info.get("pvalue", 1e-8)))}
+        full = network(data, regulators, seed=seed, resampling=None, dpi=False, backend=backend, progress=False,
+                       estimator=self.estimator, **cut)
+        held = pd.MultiIndex.from_arrays([full["regulator"].astype(str), full["target"].astype(str)])
+        keep = pd.MultiIndex.from_arrays([net["regulator"].astype(str), net["target"].astype(str)]).isin(held)
+        log.info("full-data gate: %d of %d consensus edges are significant in the network of all samples (%d edges)",
+                 int(keep.sum()), len(net), len(full))
+        return net[keep].reset_index(drop=True)
 
     def save(self, threshold_path, info_path, null_path) -> None:
         write_threshold(self.threshold, dict(self.info, fdr=self.fdr), threshold_path, info_path)
         null = self.null if self.null is not None else NullModel(np.zeros(0), 0, np.zeros(0), {"model": "none"})
-        null.save(null_path)
+        null.save(null_path, **({"full": self.full} if self.full is not None else {}))
 
     @classmethod
     def load(cls, threshold_path, info_path, null_path) -> "Calibration":
@@ -66,13 +104,13 @@ class Calibration:
         if not info_path.is_file():
             raise InputError(f"threshold provenance '{info_path}' does not exist; rerun the aracne_threshold rule")
         info = json.loads(info_path.read_text())
-        null = NullModel.load(null_path)
+        null, full = NullModel.load_named(null_path, "full")
         if null.n_total == 0:
             null = None
         fdr = info.get("fdr")
         if fdr is not None and null is None:
             raise InputError(f"{info_path} asks for FDR {fdr} but '{null_path}' holds no null distribution; rerun aracne_threshold")
-        return cls(float(threshold), None if fdr is None else float(fdr), null, info)
+        return cls(float(threshold), None if fdr is None else float(fdr), null, info, full)
 
 
 def calibrate(
@@ -80,13 +118,14 @@ def calibrate(
     regulators: Sequence[str] | None = None,
     method: str = "calibrated",
     pvalue: float = 1e-8,
-    fdr: float | None = 0.05,
+    fdr: float | None = DEFAULT_FDR,
     seed: int = 1,
     resampling: str | None = "subsample",
     null_data=None,
     cache_dir: str | Path | None = None,
     subsample_fraction: float = SUBSAMPLE_FRACTION,
     backend: str = "numba",
+    estimator: str = "auto",
 ) -> Calibration:
     """The :class:`Calibration` of the networks of ``data`` (the ``aracne_threshold`` step).
 
@@ -95,7 +134,9 @@ def calibrate(
     null of the sample count with its fitted tail (:func:`netpert.aracne.compute_threshold`);
     ``"aracne-ap"``: ARACNe-AP's threshold bit for bit (p-value only: ``fdr`` must be None).
     With ``fdr`` each network keeps the pairs Benjamini-Hochberg passes at that rate; without it,
-    the pairs with MI at or above the null's ``pvalue`` quantile.
+    the pairs with MI at or above the null's ``pvalue`` quantile. ``estimator``: the MI estimator
+    (:mod:`netpert.aracne.estimators`; ``auto`` is ``copula`` with ``calibrated`` and ``apmi``
+    with ``fit`` and ``aracne-ap``, whose nulls are those of APMI on distinct ranks).
     """
     if method not in THRESHOLD_METHODS:
         raise InputError(f"unknown threshold method {method!r} (config key aracne.threshold_method); use one of {', '.join(THRESHOLD_METHODS)}")
@@ -108,22 +149,31 @@ def calibrate(
             "threshold_method 'aracne-ap' reproduces ARACNe-AP's p-value threshold and has no FDR: "
             "set aracne.fdr: null (or fdr=None), or use threshold_method 'calibrated' for an FDR"
         )
+    est, why = resolve_estimator(estimator, method)
+    log.info("MI estimator %s: %s", est, why)
     if method == "calibrated":
         if regulators is None and not isinstance(data, Expression):
             raise InputError("the calibrated null needs the regulator names")
-        null = calibrated_null(data, regulators, resampling, seed, null_data, subsample_fraction, backend=backend)
+        null = calibrated_null(data, regulators, resampling, seed, null_data, subsample_fraction, backend=backend, estimator=est)
+        # the null of one network of all samples, for the full-data gate of the consensus (not for
+        # given null data such as aggregated metacells: one fixed null set, unresampled, is one draw)
+        full = None if resampling is None or null_data is not None else calibrated_null(data, regulators, None, seed, null_data, subsample_fraction,
+                                                               backend=backend, estimator=est)
         info = dict(null.info, method=method, pvalue=float(pvalue))
         threshold = null.threshold(pvalue)
         info["threshold"] = threshold
         info["threshold_at_fdr"] = null.threshold(fdr) if fdr is not None else None
     else:
         threshold, info = threshold_for_data(data, pvalue, seed, method, cache_dir, resampling, subsample_fraction, backend)
-        null = None
+        null = full = None
         if method == "fit":
             null = null_distribution(info["n_samples"], seed=seed, method="fit", cache_dir=cache_dir, backend=backend)
             info["threshold_at_fdr"] = null.threshold(fdr) if fdr is not None else None
+    info["estimator"] = est
+    info["estimator_reason"] = why
     log.info("calibration (%s): %s", method, f"FDR {fdr} per network" if fdr is not None else f"MI >= {threshold:.6g} (p = {pvalue:g})")
-    return Calibration(float(threshold), fdr, null, info)
+    info["full_data_gate"] = full is not None
+    return Calibration(float(threshold), fdr, null, info, full)
 
 
 def threshold_for_data(
@@ -172,15 +222,16 @@ def aracne(
     cache_dir: str | Path | None = None,
     subsample_fraction: float = SUBSAMPLE_FRACTION,
     progress: bool = True,
-    fdr: float | None = 0.05,
+    fdr: float | None = DEFAULT_FDR,
     null_data=None,
+    estimator: str = "auto",
 ) -> pd.DataFrame:
     """ARACNe consensus network of ``data`` (AnnData cells x genes or DataFrame samples x genes).
 
-    Steps: the :func:`calibrate` step (``threshold_method``, ``fdr``, ``pvalue``, ``null_data``;
-    a given ``threshold`` replaces it with that fixed MI threshold), ``bootstraps`` networks
-    (resampling, APMI, FDR or threshold, DPI) with seeds from :func:`bootstrap_seeds`, Poisson
-    consensus at ``consensus_pvalue``. ``bootstraps=0`` returns the single network of all samples
+    Steps: the :func:`calibrate` step (``threshold_method``, ``fdr``, ``pvalue``, ``null_data``,
+    ``estimator``; a given ``threshold`` replaces it with that fixed MI threshold), ``bootstraps``
+    networks (resampling, MI, FDR or threshold, DPI) with seeds from :func:`bootstrap_seeds`, Poisson
+    consensus at ``consensus_pvalue``, then the full-data gate (:meth:`Calibration.gate`, seed ``seed``). ``bootstraps=0`` returns the single network of all samples
     (ARACNe-AP ``--nobootstrap``) with ``pvalue`` NaN and ``count`` 1. The workflow runs the same
     steps (rules aracne_threshold, aracne_bootstrap, aracne_consensus) and, for the same seed and
     settings, writes the same network.
@@ -196,9 +247,10 @@ def aracne(
     expr = ensure_expression(data, regulators)
     mode = None if bootstraps == 0 else resampling
     if threshold is None:
-        cal = calibrate(expr, None, threshold_method, pvalue, fdr, seed, mode, null_data, cache_dir, subsample_fraction, backend)
+        cal = calibrate(expr, None, threshold_method, pvalue, fdr, seed, mode, null_data, cache_dir, subsample_fraction, backend, estimator)
     else:
-        cal = Calibration(float(threshold), None, None, {"method": "given"})
+        # a given threshold is in the units of ARACNe-AP's MI unless an estimator is named
+        cal = Calibration(float(threshold), None, None, {"method": "given", "estimator": resolve_estimator(estimator, "given")[0]})
     if bootstraps == 0:
         net = network(expr, None, seed=seed, resampling=None, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
                       subsample_fraction=subsample_fraction, progress=progress, **cal.cut())
@@ -208,7 +260,7 @@ def aracne(
     for s in tqdm(bootstrap_seeds(seed, bootstraps), desc="bootstraps", unit="net", disable=not progress):
         acc.add(network(expr, None, seed=s, resampling=resampling, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
                         subsample_fraction=subsample_fraction, progress=False, **cal.cut()))
-    return acc.result(pvalue=consensus_pvalue, bonferroni=bonferroni)
+    return cal.gate(acc.result(pvalue=consensus_pvalue, bonferroni=bonferroni), expr, None, seed, backend)
 
 
 def stratum_consensus(
@@ -221,8 +273,14 @@ def stratum_consensus(
     min_targets: int = 10,
     expected_bootstraps: int | None = None,
     skip_empty: bool = False,
+    calibration: Calibration | None = None,
+    regulators: Sequence[str] | None = None,
+    seed: int = 1,
+    backend: str = "numba",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The ``aracne_consensus`` step: consensus of a stratum's bootstrap files and its regulons.
+    """The ``aracne_consensus`` step: consensus of a stratum's bootstrap files, the full-data gate
+    of ``calibration`` (:meth:`Calibration.gate` on ``data`` with ``regulators`` and ``seed``, as
+    :func:`aracne` does) and the regulons.
 
     Returns ``(network, regulons, status)``; ``status`` holds the stratum, its edge and regulon
     counts, ``status`` ("ok" or "skipped") and ``reason``. A stratum whose consensus gives no
@@ -234,6 +292,10 @@ def stratum_consensus(
     from netpert.aracne.regulon import build_regulons
 
     net = consensus_files(list(boot_files), pvalue=consensus_pvalue, bonferroni=bonferroni, expected_bootstraps=expected_bootstraps)
+    if calibration is not None:
+        n_consensus = len(net)
+        net = calibration.gate(net, data, regulators, seed, backend)
+        log.info("stratum %s: %d consensus edges, %d after the full-data gate", stratum, n_consensus, len(net))
     regulons = build_regulons(net, data, max_targets=max_targets, min_targets=min_targets)
     n_samples = data.n_obs if hasattr(data, "n_obs") else len(data)
     largest = int(net.groupby("regulator", observed=True).size().max()) if len(net) else 0
@@ -254,8 +316,9 @@ def stratum_consensus(
             f"({n_samples} samples) has {len(net)} edges, the largest regulator {largest} targets"
         )
         advice = (
-            "aggregate the cells (strata.metacells.enabled: true or auto on raw counts), loosen the threshold "
-            "(aracne.fdr, or aracne.pvalue with aracne.fdr: null), lower aracne.min_targets, or set "
+            "give the stratum more cells, loosen the threshold (aracne.fdr, or aracne.pvalue with aracne.fdr: null), "
+            "use aracne.estimator copula on UMI counts, aggregate the cells (strata.metacells.enabled: true), "
+            "lower aracne.min_targets, or set "
             "strata.skip_empty: true to leave such strata out of VIPER"
         )
         if not skip_empty:

@@ -318,21 +318,42 @@ class NullModel:
                 p[below] = 1.0
         return np.clip(p, 0.0, 1.0)
 
-    def save(self, path: str | Path) -> None:
-        """Write the null to ``path`` (``.npz``: top, n_total, grid, info as JSON), atomically."""
+    def arrays(self, prefix: str = "") -> dict:
+        """The ``.npz`` arrays of this null, keys prefixed with ``prefix`` (several nulls in one file)."""
+        return {f"{prefix}top": self.top, f"{prefix}n_total": self.n_total, f"{prefix}grid": self.grid,
+                f"{prefix}info": json.dumps(self.info, default=json_default)}
+
+    @classmethod
+    def from_arrays(cls, z, prefix: str = "") -> "NullModel | None":
+        """The null stored under ``prefix`` in an opened ``.npz`` (None when the file has none)."""
+        if f"{prefix}top" not in z.files:
+            return None
+        info = json.loads(str(z[f"{prefix}info"])) if f"{prefix}info" in z.files else {}
+        return cls(z[f"{prefix}top"], int(z[f"{prefix}n_total"]), z[f"{prefix}grid"], info)
+
+    def save(self, path: str | Path, **others: "NullModel") -> None:
+        """Write the null to ``path`` (``.npz``: top, n_total, grid, info as JSON), atomically; each
+        of ``others`` goes beside it under its name as prefix (read back with :meth:`load_named`)."""
+        arrays = self.arrays()
+        for name, model in others.items():
+            arrays.update(model.arrays(f"{name}_"))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, top=self.top, n_total=self.n_total, grid=self.grid, info=json.dumps(self.info, default=json_default))
+                np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "NullModel":
         """Read a null written by :meth:`save` (or a cached null of :func:`null_distribution`)."""
+        return cls.load_named(path)[0]
+
+    @classmethod
+    def load_named(cls, path: str | Path, *names: str) -> tuple:
+        """The null of ``path`` and, for each of ``names``, the null saved beside it (None if absent)."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"null distribution file '{path}' does not exist; rerun the aracne_threshold rule")
         with np.load(path, allow_pickle=False) as z:
-            info = json.loads(str(z["info"])) if "info" in z.files else {}
-            return cls(z["top"], int(z["n_total"]), z["grid"], info)
+            return (cls.from_arrays(z),) + tuple(cls.from_arrays(z, f"{n}_") for n in names)
 
 
 def null_distribution(
