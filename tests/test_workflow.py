@@ -41,7 +41,8 @@ def test_every_rule_declares_log_benchmark_threads_resources_conda():
         rules = wf._workflow.rules
         assert len(rules) >= 3
         for rule in rules:
-            if rule.name == "all":
+            if rule.name in ("all", "networks", "activity", "perturbation"):  # targets only: no job runs
+                assert not rule.shellcmd and not rule.script and not rule.output, rule.name
                 continue
             assert rule.log, f"rule {rule.name} has no log:"
             assert rule.benchmark, f"rule {rule.name} has no benchmark:"
@@ -194,6 +195,20 @@ def test_snakemake_html_report_holds_the_figures(tiny_run, tmp_path):
     assert html.stat().st_size > 10_000
     for name in ("isp__throughput.png", "benchmark_report.md", "benchmark.csv"):
         assert name in text, name
+
+
+@pytest.mark.workflow
+def test_stage_target_runs_its_stage_only(tmp_path):
+    """`snakemake networks` runs data + networks, the strata checkpoint included, and nothing after."""
+    config = write_tiny_config(tmp_path, strata={"max_cells": 30})
+    run_snakemake(tmp_path, config, ["networks"])
+    res = tmp_path / "results"
+    table = pd.read_csv(res / "aracne" / "strata.tsv", sep="\t", keep_default_na=False)
+    ok = table.loc[table["network_status"] == "ok", "slug"].tolist()
+    assert ok and all((res / "aracne" / slug / "regulon.tsv").is_file() for slug in ok)
+    assert not (res / "viper").exists() and not (res / "isp").exists() and not (res / "report").exists()
+    proc = run_snakemake(tmp_path, config, ["activity", "-n"])
+    assert "viper" in proc.stdout and "isp_infer" not in proc.stdout
 
 
 @pytest.mark.workflow

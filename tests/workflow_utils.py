@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEFILE = ROOT / "Snakefile"
 
 #: small enough for CI (2 cores): 2 strata of 40 cells, few bootstraps, a 2-layer model
 TINY_CONFIG = {

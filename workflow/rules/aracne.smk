@@ -128,7 +128,7 @@ rule aracne_summary:
         "../../scripts/aracne_summary.py"
 
 
-STAGE_TARGETS.append(
+STAGE_TARGETS["networks"].append(
     lambda wc: expand(out("aracne/{stratum}/regulon.tsv"), stratum=kept_strata())
 )
-STAGE_TARGETS.append(out("aracne/strata.tsv"))
+STAGE_TARGETS["networks"].append(out("aracne/strata.tsv"))

@@ -31,16 +31,24 @@ def kept_strata(wildcards=None):
     return table.loc[table["status"] == "kept", "slug"].tolist()
 
 
-def final_outputs(wildcards):
-    """The final targets of the workflow, stage by stage as their files exist."""
-    targets = [out("data/cells.h5ad"), out("strata")]
-    for target in STAGE_TARGETS:
+def stage_outputs(stage, wildcards):
+    """The final targets of one stage (``networks``, ``activity``, ``perturbation``, ``report``)."""
+    targets = []
+    for target in STAGE_TARGETS[stage]:
         targets += target(wildcards) if callable(target) else [target]
     return targets
 
 
-# each stage file appends its final targets (paths or functions of wildcards) here
-STAGE_TARGETS = []
+def final_outputs(wildcards):
+    """The final targets of the workflow, stage by stage."""
+    targets = [out("data/cells.h5ad"), out("strata")]
+    for stage in STAGE_TARGETS:
+        targets += stage_outputs(stage, wildcards)
+    return targets
+
+
+# each stage file adds its final targets (paths or functions of wildcards) to its stage here
+STAGE_TARGETS = {"networks": [], "activity": [], "perturbation": [], "report": []}
 
 
 wildcard_constraints:

@@ -211,4 +211,4 @@ rule isp_evaluate:
         "../../scripts/isp_evaluate.py"
 
 
-STAGE_TARGETS.append(out("isp/metrics.tsv"))
+STAGE_TARGETS["perturbation"].append(out("isp/metrics.tsv"))

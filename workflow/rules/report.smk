@@ -69,4 +69,4 @@ rule report:
         "../../scripts/report.py"
 
 
-STAGE_TARGETS.append(out("report/benchmark_report.md"))
+STAGE_TARGETS["report"].append(out("report/benchmark_report.md"))

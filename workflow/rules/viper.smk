@@ -58,4 +58,4 @@ rule master_regulators:
         "../../scripts/master_regulators.py"
 
 
-STAGE_TARGETS.append(out("viper/master_regulators.tsv"))
+STAGE_TARGETS["activity"].append(out("viper/master_regulators.tsv"))
