@@ -157,6 +157,20 @@ def test_pickles_are_read_without_running_code(tmp_path):
     assert read_dictionary(path) == {"A": 2.5}
 
 
+def test_weights_that_would_run_code_are_an_input_error(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    write_helical_cache(tmp_path)
+    weights = tmp_path / "geneformer" / "v1" / "gf-6L-10M-i2048" / "pytorch_model.bin"
+    weights.write_bytes(pickle.dumps({"bert.embeddings.word_embeddings.weight": Evil()}))
+    with pytest.raises(InputError, match=r"refusing to load the Geneformer weights .*pytorch_model\.bin.*safetensors"):
+        load_model(f"helical-cache:{tmp_path}")
+
+
 def test_bundle_round_trip_and_hf_folder(tmp_path):
     data = tiny_cells()
     out = tmp_path / "model"

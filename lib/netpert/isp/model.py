@@ -347,6 +347,12 @@ def _load_hf_weights(folder: Path):
             model = BertForMaskedLM.from_pretrained(
                 str(folder), attn_implementation="sdpa", weights_only=True, use_safetensors=weights.suffix == ".safetensors"
             )
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            f"refusing to load the Geneformer weights {weights}: the file holds Python objects beyond tensors, which "
+            "unpickling would run (torch.load weights_only refused them). Use a model.safetensors file, or convert "
+            "a checkpoint you trust to safetensors"
+        ) from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"cannot load the Geneformer weights {weights}: {exc}") from exc
     return model.eval(), weights
