@@ -303,8 +303,8 @@ def null_file(slug: str) -> str:
 def uses_null_file(adata: ad.AnnData) -> bool:
     """Whether a stratum's networks are calibrated on its null file (``{slug}.null.h5ad``) rather
     than on its own values permuted afresh in every null replicate: metacells only (permuting an
-    aggregate would undo what the aggregation did to it). Strata of cells, size-normalised or not,
-    are permuted afresh: one fixed permutation, only resampled, repeats its chance dependences."""
+    aggregate would undo what the aggregation did to it). Strata of cells are permuted afresh: one
+    fixed permutation, only resampled, repeats its chance dependences."""
     return "metacells" in adata.uns.get("netpert", {})
 
 
@@ -332,7 +332,7 @@ def stratify(
     metacells (:func:`netpert.metacells.metacells`); off by default: on UMI counts, networks from
     the cells themselves with the copula estimator measured better (README).
     Every kept stratum also gets its null data (:func:`netpert.metacells.permute_genes` of its
-    cells after subsampling, then aggregated or normalised exactly as the stratum).
+    cells after subsampling, then aggregated exactly as the stratum when metacells are on).
 
     Random streams come from :mod:`netpert.seeds` per stratum name (``strata``, ``permutation``,
     ``metacells``, and ``metacells`` + ``"null"`` for the null), so a stratum's output depends

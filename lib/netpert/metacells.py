@@ -52,7 +52,7 @@ _INTEGER_SAMPLE = 1_000_000
 
 # --------------------------------------------------------------------------------------------- the switch
 def holds_counts(adata: ad.AnnData, min_zero_fraction: float = MIN_ZERO_FRACTION) -> tuple[bool, str]:
-    """Whether ``adata`` holds sparse integer counts (the rule ``auto`` settings decide by).
+    """Whether ``adata`` holds sparse integer counts (logged by :func:`netpert.data.stratify`).
 
     The rule looks at X itself (a user's h5ad can hold counts in X whatever ``uns`` says): X holds
     counts when its values are integers (the first million nonzero values are tested) AND at
@@ -97,7 +97,7 @@ def parse_use_metacells(value) -> bool:
     if text == "auto":
         raise InputError(
             "strata.metacells.enabled: auto is gone: on UMI counts, networks from the cells themselves with "
-            "aracne.estimator auto (copula) measured better than any metacells (README, 'Networks from UMI counts'); "
+            "aracne.estimator auto (copula) measured better than any metacells (README, 'Networks against a known truth'); "
             "use false (the default) or true"
         )
     if text in ("true", "yes", "on", "1"):

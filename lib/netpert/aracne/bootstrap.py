@@ -16,7 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from netpert.aracne.dpi import dpi_keep
-from netpert.aracne.estimators import ESTIMATORS, copula_block, transform
+from netpert.aracne.estimators import check_estimator, copula_block, transform
 from netpert.aracne.mi import _mi_block, rank_bitsets
 from netpert.aracne.prepare import (
     SUBSAMPLE_FRACTION,
@@ -38,11 +38,6 @@ _CHUNK_PAIRS = 2_000_000
 def _check_backend(backend: str) -> None:
     if backend not in ("numba", "python"):
         raise InputError(f"unknown ARACNe backend {backend!r}; use 'numba' or 'python'")
-
-
-def _check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise InputError(f"unknown MI estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
 
 
 def _chunk_size(n_regs: int, n_genes: int, chunk_size: int | None) -> int:
@@ -69,7 +64,7 @@ def iter_mi_chunks(
     With ``threshold``, only pairs with ``mi >= threshold`` (ARACNe-AP's test) are yielded.
     """
     _check_backend(backend)
-    _check_estimator(estimator)
+    check_estimator(estimator)
     regs = expr.reg_rows
     size = _chunk_size(len(regs), expr.n_genes, chunk_size)
     bits = rank_bitsets(ranks) if backend == "numba" and estimator == "apmi" else None
@@ -135,7 +130,7 @@ def mutual_information(
     DataFrame with columns ``regulator``, ``target`` (categoricals) and ``mi`` (nats).
     """
     _check_backend(backend)
-    _check_estimator(estimator)
+    check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     idx = np.arange(expr.n_samples)
     ranks = transform(estimator, expr.values, idx, np.random.default_rng(seed), backend)
@@ -195,7 +190,7 @@ def network(
     DataFrame ``regulator, target, mi`` of the edges kept.
     """
     _check_backend(backend)
-    _check_estimator(estimator)
+    check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     if fdr is not None:
         if null is None:
@@ -245,7 +240,7 @@ def bootstrap_networks(
     ``threshold`` or ``fdr`` + ``null`` and ``estimator`` as in :func:`network`.
     """
     _check_backend(backend)
-    _check_estimator(estimator)
+    check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     frames = []
     # per-network progress too when one network takes several chunks (large data)

@@ -36,7 +36,7 @@ import numpy as np
 
 from netpert import seeds
 from netpert.aracne.bootstrap import iter_mi_chunks
-from netpert.aracne.estimators import ESTIMATORS, transform
+from netpert.aracne.estimators import check_estimator, transform
 from netpert.aracne.prepare import (
     SUBSAMPLE_FRACTION,
     Expression,
@@ -119,8 +119,7 @@ def calibrated_null(
     target_pairs, max_replicates
         draw replicates until at least ``target_pairs`` null values (at most ``max_replicates``).
     """
-    if estimator not in ESTIMATORS:
-        raise InputError(f"unknown MI estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+    check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     if null_data is None:
         src, permute, source = expr, True, "the data, every gene permuted independently in each replicate"

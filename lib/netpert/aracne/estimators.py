@@ -26,6 +26,7 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
+from netpert.aracne.prepare import rank_matrix
 from netpert.errors import InputError
 
 #: copula: a gene with fewer nonzero values than this among a network's samples is left out of that
@@ -38,16 +39,27 @@ ESTIMATORS = ("apmi", "copula")
 ESTIMATOR_CHOICES = ("auto",) + ESTIMATORS
 
 
+def check_estimator(estimator: str) -> None:
+    """InputError unless ``estimator`` is one of :data:`ESTIMATORS` (``auto`` resolved already)."""
+    if estimator not in ESTIMATORS:
+        raise InputError(f"unknown MI estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+
+
 def resolve_estimator(estimator: str, threshold_method: str = "calibrated") -> tuple[str, str]:
-    """``(estimator, reason)``: ``auto`` decided for ``threshold_method``; a named estimator checked."""
+    """``(estimator, reason)``: ``auto`` decided for ``threshold_method``; a named estimator checked.
+
+    ``threshold_method="given"`` (a fixed MI threshold the caller gives): ``auto`` is ``apmi``, the
+    units of ARACNe-AP's thresholds; a named estimator is taken as named."""
     name = str(estimator).strip().lower()
     if name not in ESTIMATOR_CHOICES:
         raise InputError(f"unknown MI estimator {estimator!r} (config key aracne.estimator); use one of {', '.join(ESTIMATOR_CHOICES)}")
     if name == "auto":
+        if threshold_method == "given":
+            return "apmi", "aracne.estimator auto with a given MI threshold (ARACNe-AP's units)"
         if threshold_method == "calibrated":
             return "copula", "aracne.estimator auto with the calibrated threshold"
         return "apmi", f"aracne.estimator auto with threshold_method {threshold_method} (a null of APMI)"
-    if name != "apmi" and threshold_method != "calibrated":
+    if name != "apmi" and threshold_method not in ("calibrated", "given"):
         raise InputError(
             f"threshold_method {threshold_method!r} is the null of APMI on distinct ranks and does not hold for the "
             f"{name} estimator: use threshold_method calibrated (its null is drawn with the estimator), or aracne.estimator apmi"
@@ -94,8 +106,6 @@ def transform(estimator: str, values: np.ndarray, idx: np.ndarray, rng: np.rando
     nonzero in fewer than :data:`COPULA_MIN_NONZERO` samples, is all zeros. The dot product of
     two rows is then their partial correlation given the depth.
     """
-    from netpert.aracne.prepare import rank_matrix
-
     if estimator == "apmi":
         return rank_matrix(values, idx, rng, backend=backend)
     if estimator != "copula":

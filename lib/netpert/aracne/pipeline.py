@@ -249,7 +249,6 @@ def aracne(
     if threshold is None:
         cal = calibrate(expr, None, threshold_method, pvalue, fdr, seed, mode, null_data, cache_dir, subsample_fraction, backend, estimator)
     else:
-        # a given threshold is in the units of ARACNe-AP's MI unless an estimator is named
         cal = Calibration(float(threshold), None, None, {"method": "given", "estimator": resolve_estimator(estimator, "given")[0]})
     if bootstraps == 0:
         net = network(expr, None, seed=seed, resampling=None, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
@@ -293,9 +292,7 @@ def stratum_consensus(
 
     net = consensus_files(list(boot_files), pvalue=consensus_pvalue, bonferroni=bonferroni, expected_bootstraps=expected_bootstraps)
     if calibration is not None:
-        n_consensus = len(net)
         net = calibration.gate(net, data, regulators, seed, backend)
-        log.info("stratum %s: %d consensus edges, %d after the full-data gate", stratum, n_consensus, len(net))
     regulons = build_regulons(net, data, max_targets=max_targets, min_targets=min_targets)
     n_samples = data.n_obs if hasattr(data, "n_obs") else len(data)
     largest = int(net.groupby("regulator", observed=True).size().max()) if len(net) else 0
