@@ -1,9 +1,12 @@
 """Metacells of a stratum, the switch that decides whether to make them, and the null data.
 
-Sparse UMI counts (80-90 % zeros) give ARACNe empty networks: most regulator x target planes are a
-pile of ties at zero. The field's answer (PISCES, pyviper) is to sum the counts of small
+Sparse UMI counts (80-90 % zeros) gave ARACNe's APMI empty networks: most regulator x target planes
+are a pile of ties at zero. The field's answer (PISCES, pyviper) is to sum the counts of small
 neighbourhoods of similar cells ("metacells") until each sample holds enough UMIs for the
-regulators' transcripts to be detected, then to infer the network from the metacells.
+regulators' transcripts to be detected, then to infer the network from the metacells. netpert's
+default instead keeps the cells and scores them with the copula estimator
+(:mod:`netpert.aracne.estimators`), which measured better on simulated counts (README); metacells
+stay an option (``strata.metacells.enabled: true``).
 
 Two methods, sharing one neighbour graph (:func:`neighbour_graph`: a PCA of the log-normalised
 counts, exact Euclidean kNN with scikit-learn, every cell its own first neighbour):
