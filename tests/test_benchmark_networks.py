@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmark_networks", ROOT / "scripts" / "benchmark_networks.py")
+    spec = importlib.util.spec_from_file_location("benchmark_networks", ROOT / "benchmarks" / "benchmark_networks.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["benchmark_networks"] = mod
     spec.loader.exec_module(mod)

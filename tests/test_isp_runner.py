@@ -306,7 +306,7 @@ def test_benchmark_quick(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "isp.csv"
-    proc = subprocess.run([sys.executable, str(root / "scripts" / "benchmark_isp.py"), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "benchmark_isp.py"), "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = pd.read_csv(out)

@@ -1,6 +1,6 @@
 """SLURM support: the cluster profile on a real one-node Slurm cluster on localhost.
 
-The `slurm_cluster` fixture starts the cluster with scripts/slurm_local_cluster.sh (which installs the
+The `slurm_cluster` fixture starts the cluster with docs/slurm_local_cluster.sh (which installs the
 Debian packages if needed) and stops it in its finalizer, also when a test fails. It skips only where
 there is no root or no apt-get to install Slurm with.
 """
@@ -24,7 +24,7 @@ import pytest
 import yaml
 from workflow_utils import ROOT, run_snakemake, write_tiny_config
 
-SCRIPT = ROOT / "scripts" / "slurm_local_cluster.sh"
+SCRIPT = ROOT / "docs" / "slurm_local_cluster.sh"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 STATE = Path(os.environ.get("NETPERT_SLURM_STATE", "/tmp/netpert-slurm"))
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client")
@@ -158,7 +158,7 @@ def slurm_cluster():
         proc = _script("start", timeout=900)  # includes apt-get on a fresh machine
         if proc.returncode != 0:
             pytest.fail(
-                f"scripts/slurm_local_cluster.sh start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+                f"docs/slurm_local_cluster.sh start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             )
         info = _slurm("sinfo", "--noheader", "-N", "-n", "localhost", "--format=%P|%T|%c|%m").split("|")
         yield {"partition": info[0].rstrip("*"), "cpus": int(info[2]), "mem_mb": int(info[3])}

@@ -272,7 +272,7 @@ def test_workflow_scripts(tmp_path):
 
 def test_benchmark_quick(tmp_path):
     out = tmp_path / "bench.csv"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_viper.py"), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark_viper.py"), "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(out)

@@ -1,6 +1,6 @@
 """Network benchmark helpers: simulated UMI counts from known networks, scoring, baselines, nulls.
 
-Shared by ``scripts/benchmark_networks.py`` and its tests. No argument parsing here.
+Shared by ``benchmarks/benchmark_networks.py`` and its tests. No argument parsing here.
 
 Simulators
     * :func:`simulate_sergio` -- SERGIO v2 (PyPI ``sergio-scsim`` 1.9.3, import name ``SERGIO``): the

@@ -13,7 +13,7 @@
   0.10-0.14; scaling the counts to equal totals leaves it at 0.07, the zeros staying zeros). On
   values that are not counts (normalised, continuous) nothing is removed and ``r`` is the plain
   normal-score correlation. The DPI and the consensus compare MI values only, so they work
-  unchanged. Measured in scripts/benchmark_networks.py (README).
+  unchanged. Measured in benchmarks/benchmark_networks.py (README).
 
 ``auto`` (the default) is ``copula`` with the ``calibrated`` threshold, whose null is drawn with
 the estimator itself, and ``apmi`` with ``fit`` and ``aracne-ap``, whose nulls are those of APMI

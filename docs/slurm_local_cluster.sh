@@ -3,10 +3,10 @@
 # (and for tests/test_slurm.py). Debian/Ubuntu, as root; no systemd needed: the daemons are
 # started directly and stopped by the PIDs recorded in the state folder.
 #
-#   scripts/slurm_local_cluster.sh start    install the packages if missing, write the config,
+#   docs/slurm_local_cluster.sh start    install the packages if missing, write the config,
 #                                           start munged, slurmctld and slurmd, wait for the node
-#   scripts/slurm_local_cluster.sh status   daemons, node state, queue (exit 0 only when the node is usable)
-#   scripts/slurm_local_cluster.sh stop     cancel the cluster's jobs, stop the daemons it started by PID,
+#   docs/slurm_local_cluster.sh status   daemons, node state, queue (exit 0 only when the node is usable)
+#   docs/slurm_local_cluster.sh stop     cancel the cluster's jobs, stop the daemons it started by PID,
 #                                           remove its slurm.conf
 #
 # The configuration is written to /etc/slurm/slurm.conf, the path every Slurm command (and the
@@ -33,7 +33,7 @@ SLURMD_PORT=${NETPERT_SLURM_SLURMD_PORT:-6818}
 MIN_JOB_AGE=${NETPERT_SLURM_MIN_JOB_AGE:-3600}
 TIMEOUT=${NETPERT_SLURM_TIMEOUT:-60}
 CONF=/etc/slurm/slurm.conf
-MARKER="# Written by scripts/slurm_local_cluster.sh (netpert)"
+MARKER="# Written by docs/slurm_local_cluster.sh (netpert)"
 MUNGE_SOCKET="$STATE/munge-run/munge.socket"
 PACKAGES=(munge slurmctld slurmd slurm-client)
 DAEMONS=(slurmd slurmctld munged)  # stop order

@@ -8,9 +8,9 @@ length: seconds per batch (fastest of ``--repeats`` runs after one warm-up run),
 of the cell embeddings vs the PyTorch fp32 baseline (full model, ``output_hidden_states``);
 plus the int8 report (cosines and composition drift of every recipe).
 
-    python scripts/probe_onnx.py --lengths 300-500 2048 --batch 32 --out results/probe_onnx.json
+    python benchmarks/probe_onnx.py --lengths 300-500 2048 --batch 32 --out results/probe_onnx.json
 
-Reusable from ``scripts/benchmark_isp.py``: :func:`random_geneformer`, :func:`random_batch`,
+Reusable from ``benchmarks/benchmark_isp.py``: :func:`random_geneformer`, :func:`random_batch`,
 :func:`time_method`, :func:`probe`.
 """
 
