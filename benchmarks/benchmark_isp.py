@@ -4,7 +4,7 @@
 Rows (name, size, seconds, ratio, agreement):
 
 * one row per method (``baseline``, ``batched``, ``amp``, and ``onnx`` / ``onnx_int8`` when
-  netpert.isp.backends.onnx and netpert.isp.export exist): ``seconds`` = wall time of the whole
+  onnxruntime is installed): ``seconds`` = wall time of the whole
   screen (each cell's original + its perturbations, effects included; best of ``--repeat``
   rounds, methods interleaved so machine load hits all alike), ``ratio`` = perturbations/s over
   baseline's measured in the same run, ``agreement`` = mean cosine of the method's cell
@@ -29,7 +29,6 @@ full-length encodings. ``--quick``: a tiny smoke run (tiny model, a few cells, s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -39,16 +38,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from netpert.isp.backends import DEFAULT_BATCH_SIZE, DEFAULT_BATCHING, make_backend, method_available
+from netpert.isp.backends import make_backend
+from netpert.isp.methods import DEFAULT_BATCH_SIZE, DEFAULT_BATCHING, REGISTRY
 from netpert.isp.metrics import cosine_rows, spearman
 from netpert.isp.model import build_model
 from netpert.isp.perturb import make_specs
 from netpert.isp.profiling import Profiler
-from netpert.isp.runner import run_isp, write_tokens
+from netpert.isp.runner import run_isp
+from netpert.isp.tokens import write_tokens
 from netpert.isp.tokenizer import tokenize_for_model
 
-TORCH_METHODS = ("baseline", "batched", "amp")
-ONNX_METHODS = ("onnx", "onnx_int8")
+#: the CPU methods this benchmark times (the registry's, less the CUDA-only ones)
+CPU_METHODS = tuple(m.name for m in REGISTRY.values() if not m.needs_cuda)
+#: those that run from an ONNX file made here
+ONNX_METHODS = tuple(m for m in CPU_METHODS if (REGISTRY[m].artifact or "").endswith(".onnx"))
 
 
 def default_cells(n_cells: int, seed: int = 0):
@@ -117,9 +120,8 @@ def onnx_artifacts(bundle, tmp: Path, methods, tokens, layer: int, threads: int,
     paths, notes = {}, {}
     if not any(m in methods for m in ONNX_METHODS):
         return paths, notes
-    if importlib.util.find_spec("netpert.isp.export") is None:
-        return paths, {m: "netpert.isp.export missing" for m in ONNX_METHODS}
-    from netpert.isp.export import DEFAULT_CANDIDATES, export_onnx, quantize_onnx, token_batches
+    from netpert.isp.export import export_onnx
+    from netpert.isp.quantize import DEFAULT_CANDIDATES, quantize_onnx, token_batches
 
     int8_candidates = list(int8_candidates or DEFAULT_CANDIDATES)
 
@@ -168,12 +170,10 @@ def run(args) -> pd.DataFrame:
         f"threads {args.threads}; layer {args.layer}",
         flush=True,
     )
-    wanted = [m.strip() for m in args.methods.split(",")] if args.methods != "auto" else list(TORCH_METHODS + ONNX_METHODS)
+    wanted = [m.strip() for m in args.methods.split(",")] if args.methods != "auto" else list(CPU_METHODS)
     methods, notes = [], {}
     for m in wanted:
-        ok, why = method_available(m, "cpu")
-        if ok and m in ONNX_METHODS and importlib.util.find_spec("netpert.isp.export") is None:
-            ok, why = False, "netpert.isp.export missing"
+        ok, why = REGISTRY[m].check("cpu")
         (methods.append(m) if ok else notes.__setitem__(m, why))
     if "baseline" not in methods:
         methods.insert(0, "baseline")

@@ -55,10 +55,10 @@ def random_geneformer(seed: int = 0, **overrides):
 
 def random_batch(n: int, lengths: tuple[int, int], vocab_size: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """``n`` cells of random token ids with lengths uniform in ``lengths`` (inclusive), right-padded."""
-    from netpert.isp.export import pad_cells
+    from netpert.isp.backends.base import pad_batch
 
     sizes = rng.integers(lengths[0], lengths[1] + 1, size=n)
-    return pad_cells([rng.integers(4, vocab_size, size=s) for s in sizes])
+    return pad_batch([rng.integers(4, vocab_size, size=s) for s in sizes])
 
 
 def parse_lengths(text: str) -> tuple[int, int]:
@@ -96,7 +96,9 @@ def probe(
     import torch
 
     from netpert.isp.backends.onnx import OnnxBackend
-    from netpert.isp.export import cosine_rows, export_onnx, layer_encoder, quantize_onnx, reference_embed
+    from netpert.isp.export import export_onnx, layer_encoder, reference_embed
+    from netpert.isp.metrics import cosine_rows
+    from netpert.isp.quantize import quantize_onnx
 
     threads = int(threads or torch.get_num_threads())
     torch.set_num_threads(threads)

@@ -11,6 +11,6 @@ with script_logging(snakemake) as log:  # noqa: F821
         snakemake.output.metrics,  # noqa: F821
         bar=dict(p.bar),
         seed=p.seed,
-        skipped=dict(getattr(p, "skipped", {}) or {}),
+        not_planned=dict(p.not_planned),
     )
     log.info("metrics:\n%s", table[table["stratum"] == "all"].to_string(index=False))

@@ -2,7 +2,7 @@
 
 import anndata as ad
 
-from netpert.isp.runner import tokenize_stratum
+from netpert.isp.tokens import tokenize_stratum
 from netpert.workflow import script_logging
 
 with script_logging(snakemake) as log:  # noqa: F821

@@ -1,6 +1,7 @@
 """Rule quantize_onnx: int8 candidates of the fp32 export, scored on tokenized cells; keeps the best passing one."""
 
-from netpert.isp.export import quantize_onnx, token_batches, write_report
+from netpert.isp.export import write_report
+from netpert.isp.quantize import quantize_onnx, token_batches
 from netpert.workflow import script_logging, set_threads
 
 with script_logging(snakemake) as log:  # noqa: F821

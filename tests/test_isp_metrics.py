@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +10,7 @@ import pytest
 from netpert.errors import InputError
 from netpert.isp import metrics as M
 from netpert.isp.evaluate import evaluate, evaluate_run
+from netpert.isp.records import METRICS_COLUMNS, PerfRecord, read_metrics
 
 
 def test_cosine_rows_known_values():
@@ -110,8 +110,8 @@ def test_evaluate_rows_per_stratum_and_overall(tmp_path):
         base = screen(rng)
         results[("baseline", s)] = base
         results[("fast", s)] = dict(base, original=base["original"] * 1.0001)
-        perfs[("baseline", s)] = {"wall_s": 2.0, "n_perturbations": 18, "n_cells": 6, "peak_rss_mb": 100, "trained": False}
-        perfs[("fast", s)] = {"wall_s": 0.5, "n_perturbations": 18, "n_cells": 6, "peak_rss_mb": 90, "trained": False}
+        perfs[("baseline", s)] = PerfRecord("baseline", s, wall_s=2.0, n_perturbations=18, n_cells=6, peak_rss_mb=100, trained=False)
+        perfs[("fast", s)] = PerfRecord("fast", s, wall_s=0.5, n_perturbations=18, n_cells=6, peak_rss_mb=90, trained=False)
     t = evaluate(results, perfs, seed=0).set_index(["method", "stratum"])
     assert set(t.index) == {(m, s) for m in ("baseline", "fast") for s in ("A", "B", "all")}
     assert t.loc[("fast", "all"), "speedup"] == pytest.approx(4.0)
@@ -122,12 +122,12 @@ def test_evaluate_rows_per_stratum_and_overall(tmp_path):
     del results[("fast", "B")]
     with pytest.raises(InputError, match="no result for strata"):
         evaluate(results, perfs)
-    with pytest.raises(InputError, match="no ISP results"):
+    with pytest.raises(ValueError, match="no ISP results"):
         evaluate({}, {})
 
 
 def test_evaluate_run_writes_metrics_atomically_and_reports_bad_timing_files(tmp_path):
-    from netpert.isp.runner import read_result  # noqa: F401  (the npz layout it reads)
+    from netpert.isp.records import RESULT_ARRAYS, write_perf, write_result
 
     rng = np.random.default_rng(3)
     base = screen(rng)
@@ -135,17 +135,17 @@ def test_evaluate_run_writes_metrics_atomically_and_reports_bad_timing_files(tmp
     for method in ("baseline", "batched"):
         d = tmp_path / method
         d.mkdir()
-        arrays = {k: np.asarray(v) for k, v in base.items()}
-        arrays["metadata"] = np.asarray(json.dumps({"method": method, "stratum": "S"}))
-        np.savez(d / "S.npz", **arrays)
-        (d / "S.perf.json").write_text(json.dumps({"method": method, "stratum": "S", "wall_s": 1.0,
-                                                   "n_perturbations": 18, "n_cells": 6}))
+        arrays = {k: np.asarray(base.get(k, np.zeros(0))) for k in RESULT_ARRAYS}
+        write_result(d / "S.npz", arrays, {"method": method, "stratum": "S"})
+        write_perf(d / "S.perf.json", PerfRecord(method, "S", wall_s=1.0, n_perturbations=18, n_cells=6))
         npz.append(d / "S.npz")
         perf.append(d / "S.perf.json")
     out = tmp_path / "metrics.tsv"
     table = evaluate_run(npz, perf, out, seed=0)
     back = pd.read_csv(out, sep="\t")
     assert len(back) == len(table) == 4 and set(back["stratum"]) == {"S", "all"}
+    assert list(back.columns[: len(METRICS_COLUMNS)]) == list(METRICS_COLUMNS)
+    assert read_metrics(out)["passes_bar"].map(lambda v: v in (True, False)).all()
     perf[1].write_text("{not json")
     out2 = tmp_path / "m2.tsv"
     with pytest.raises(InputError, match="cannot read ISP timing"):

@@ -11,20 +11,16 @@ import pytest
 import scipy.sparse as sp
 
 from netpert.errors import InputError
-from netpert.isp.backends import DEFAULT_BATCHING, make_backend, resolve_device, resolve_methods
+from netpert.isp.backends import DEFAULT_BATCHING, make_backend, resolve_device
+from netpert.isp.backends.base import pad_batch
+from netpert.isp.methods import plan_methods, run_check
 from netpert.isp.backends.torch_fast import amp_plan, cpu_bf16_support
 from netpert.isp.model import UNTRAINED_NOTE, build_model, write_model
 from netpert.isp.perturb import make_specs
 from netpert.isp.profiling import Profiler, throughput
-from netpert.isp.runner import (
-    infer_stratum,
-    make_batches,
-    pad_batch,
-    read_result,
-    read_tokens,
-    run_isp,
-    tokenize_stratum,
-)
+from netpert.isp.records import read_perf, read_result
+from netpert.isp.runner import infer_stratum, make_batches, run_isp
+from netpert.isp.tokens import read_tokens, tokenize_stratum
 from netpert.isp.tokenizer import tokenize_for_model
 
 GENES = [f"G{i}" for i in range(40)]
@@ -115,41 +111,91 @@ def test_layers_and_descriptions(bundle, tokens):
     assert amp_plan("cuda")["amp_dtype"] == "float16"
     ok, why = cpu_bf16_support()
     assert isinstance(ok, bool) and why
-    with pytest.raises(InputError, match="layer 5 does not exist"):
+    with pytest.raises(InputError, match="layer 5 .isp.layer. does not exist"):
         make_backend("batched", bundle, layer=5, device="cpu")
 
 
-def test_registry_errors_and_resolution(bundle, tmp_path):
-    methods, skipped = resolve_methods("auto", "cpu")
-    assert methods[:3] == ["baseline", "batched", "amp"] and "tensorrt" in skipped
-    methods, skipped = resolve_methods(["batched", "tensorrt"], "cpu")
-    assert methods == ["batched"] and "CUDA" in skipped["tensorrt"]
+def test_plan_from_config_alone(bundle, tmp_path):
+    # auto / cpu leave the CUDA-only methods out, cuda plans them on any machine (no probe)
+    plan = plan_methods("auto", "auto")
+    assert plan.methods[:3] == ("baseline", "batched", "amp") and "tensorrt" in plan.not_planned and not plan.explicit
+    assert not plan.wants_gpu and "isp.device: cuda" in plan.not_planned["tensorrt"]
+    cuda = plan_methods("auto", "cuda")
+    assert "tensorrt" in cuda.methods and cuda.wants_gpu and not cuda.not_planned
+    assert cuda.artifact_rules()["model.plan"] == "build_tensorrt"
+    listed = plan_methods(["batched", "tensorrt", "batched"], "cpu")
+    assert listed.methods == ("batched",) and "CUDA" in listed.not_planned["tensorrt"] and listed.explicit
     with pytest.raises(InputError, match="unknown ISP method 'fast'"):
-        resolve_methods(["fast"], "cpu")
+        plan_methods(["fast"], "cpu")
     with pytest.raises(InputError, match="unknown ISP method 'fast'"):
         make_backend("fast", bundle)
     with pytest.raises(InputError, match="unknown device 'tpu'"):
-        resolve_device("tpu")
+        plan_methods("auto", "tpu")
     with pytest.raises(InputError, match="unknown device 'tpu'"):
         make_backend("batched", bundle, device="tpu")
     with pytest.raises(InputError, match="'auto' or a list"):
-        resolve_methods("all", "cpu")
+        plan_methods("all", "cpu")
+    with pytest.raises(InputError, match="empty list"):
+        plan_methods([], "cpu")
     assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")
-    if not __import__("torch").cuda.is_available():
-        with pytest.raises(InputError, match="no CUDA device"):
-            resolve_device("cuda")
-    with pytest.raises(InputError, match="needs its artifact"):
+    with pytest.raises(ValueError, match="needs its artifact"):
         make_backend("onnx", bundle, device="cpu")
     with pytest.raises(InputError, match="artifact for method onnx not found"):
         make_backend("onnx", bundle, device="cpu", artifacts=[tmp_path / "model.onnx"])
     assert DEFAULT_BATCHING["onnx_int8"] == "cell_grouped" and DEFAULT_BATCHING["baseline"] == "input_order"
 
 
-def test_bad_batches_are_input_errors(bundle):
+def test_run_check_where_the_job_runs(monkeypatch):
+    import netpert.isp.methods as methods
+
+    monkeypatch.setattr(methods, "cuda_available", lambda: False)
+    # tensorrt planned for a GPU job that landed on a CPU-only machine: not run, and why
+    device, reason, note = run_check("tensorrt", "cuda")
+    assert device == "cpu" and reason == "no CUDA device in this job" and "ran on the CPU" in note
+    device, reason, note = run_check("batched", "cuda")
+    assert device == "cpu" and reason is None and "no CUDA device" in note
+    assert run_check("batched", "auto") == ("cpu", None, "")
+    # amp chosen by auto where it cannot gain is not run; listed by name it runs
+    monkeypatch.setitem(methods.REGISTRY, "amp", methods.dataclasses.replace(methods.REGISTRY["amp"], gain=lambda d: (False, "no bf16 units")))
+    assert "cannot be faster" in run_check("amp", "auto", explicit=False)[1]
+    assert run_check("amp", "auto", explicit=True)[1] is None
+    monkeypatch.setattr(methods, "cuda_available", lambda: True)
+    assert run_check("batched", "auto")[0] == "cuda" and run_check("batched", "cpu")[0] == "cpu"
+
+
+def test_not_run_records(model_dir, tmp_path, monkeypatch):
+    import netpert.isp.methods as methods
+    from netpert.isp.evaluate import evaluate_run
+
+    monkeypatch.setattr(methods, "cuda_available", lambda: False)
+    tok = tmp_path / "T_cell.parquet"
+    tokenize_stratum(stratum_cells(), model_dir, tok, targets_source="list", genes=["G0", "G2"])
+    paths = {}
+    for method in ("baseline", "tensorrt"):
+        paths[method] = (tmp_path / method / "T_cell.npz", tmp_path / method / "T_cell.perf.json")
+        infer_stratum(tok, model_dir, *paths[method], method=method, device="cuda", threads=1)
+    perf = read_perf(paths["tensorrt"][1])
+    assert perf.status == "not run" and perf.reason == "no CUDA device in this job" and not perf.ran
+    assert read_result(paths["tensorrt"][0])["metadata"]["status"] == "not run"
+    base = read_perf(paths["baseline"][1])
+    assert base.ran and base.device == "cpu" and "ran on the CPU" in base.note
+    table = evaluate_run([p[0] for p in paths.values()], [p[1] for p in paths.values()], tmp_path / "metrics.tsv",
+                         not_planned={"onnx": "left out for the test"})
+    rows = table.set_index(["method", "stratum"])
+    assert rows.loc[("tensorrt", "all"), "status"] == "not run" and rows.loc[("tensorrt", "T_cell"), "reason"] == "no CUDA device in this job"
+    assert rows.loc[("onnx", "all"), "reason"] == "left out for the test" and rows.loc[("baseline", "all"), "status"] == "ok"
+    assert rows.loc[("baseline", "all"), "speedup"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="not a netpert perf record"):
+        bad = tmp_path / "bad.perf.json"
+        bad.write_text(json.dumps({"method": "x", "stratum": "y", "wall_time_s": 1}))
+        read_perf(bad)
+
+
+def test_bad_batches(bundle):
     fast = make_backend("batched", bundle, device="cpu")
-    with pytest.raises(InputError, match="same shape"):
+    with pytest.raises(ValueError, match="same shape"):
         fast.embed(np.ones((2, 3)), np.ones((2, 4)))
-    with pytest.raises(InputError, match="all 0"):
+    with pytest.raises(ValueError, match="all 0"):
         fast.embed(np.ones((2, 3)), np.array([[1, 1, 1], [0, 0, 0]]))
     with pytest.raises(InputError, match="exceeds the model's 256 positions"):
         fast.embed(np.ones((1, 300)), np.ones((1, 300)))

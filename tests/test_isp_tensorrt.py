@@ -139,7 +139,8 @@ def engine(tmp_path_factory):
 @pytest.mark.gpu
 @needs_device
 def test_engine_matches_pytorch_within_the_bar(engine):
-    from netpert.isp.export import cosine_rows, reference_embed, sample_batches
+    from netpert.isp.export import reference_embed, sample_batches
+    from netpert.isp.metrics import cosine_rows
 
     model, tmp, report = engine
     assert (tmp / "model.plan").stat().st_size == report["file_size_bytes"] > 0

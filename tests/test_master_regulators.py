@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from netpert import InputError
-from netpert.isp.runner import master_regulator_targets
+from netpert.isp.tokens import master_regulator_targets
 from netpert.mr_table import (
     FILE_COLUMNS, NO_NETWORK, NO_SIGNIFICANT, REPORTED, MasterRegulatorTable, read_master_regulators,
 )
@@ -174,7 +174,7 @@ def test_tokenize_a_stratum_without_master_regulators(tmp_path):
     from test_isp_runner import stratum_cells
 
     from netpert.isp.model import write_model
-    from netpert.isp.runner import read_tokens, tokenize_stratum
+    from netpert.isp.tokens import read_tokens, tokenize_stratum
 
     model = tmp_path / "model"
     write_model(stratum_cells(20, seed=1), model, spec="random-init:tiny", seed=0)

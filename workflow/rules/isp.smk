@@ -1,16 +1,20 @@
 # In-silico perturbation in Geneformer: model, tokens, ONNX / int8 / TensorRT artifacts,
 # one inference job per method x stratum, evaluation (netpert.isp).
-from netpert.isp.backends import resolve_device, resolve_methods
+# The jobs are planned from the config alone (netpert.isp.methods: no torch, no device probe
+# here); each isp_infer job checks where it runs whether its method can run there.
+from netpert.isp.methods import METHODS, REGISTRY, plan_methods
 
 ISP = config["isp"]
-ISP_DEVICE = resolve_device(ISP["device"])
-ISP_METHODS, ISP_SKIPPED = resolve_methods(ISP["methods"], ISP_DEVICE)
-ISP_ARTIFACTS = {
-    "onnx": out("isp/model.onnx"),
-    "onnx_int8": out("isp/model.int8.onnx"),
-    "tensorrt": out("isp/model.plan"),
-}
-ISP_GPU = {"gpu": 1} if ISP_DEVICE == "cuda" else {}
+ISP_PLAN = plan_methods(ISP["methods"], ISP["device"])
+ISP_METHODS = list(ISP_PLAN.methods)
+#: method -> the artifact file it runs from (the registry's names, under results/isp/)
+ISP_ARTIFACTS = {m.name: out(f"isp/{m.artifact}") for m in REGISTRY.values() if m.artifact}
+ISP_GPU = {"gpu": 1} if ISP_PLAN.wants_gpu else {}
+ISP_ENV = f"{ENVS}/isp-gpu.yaml" if ISP_PLAN.wants_gpu else f"{ENVS}/isp-cpu.yaml"
+
+
+wildcard_constraints:
+    method="|".join(METHODS),
 
 
 rule isp_model:
@@ -76,8 +80,8 @@ rule export_onnx:
     input:
         model=out("isp/model"),
     output:
-        onnx=out("isp/model.onnx"),
-        report=out("isp/model.onnx.json"),
+        onnx=ISP_ARTIFACTS["onnx"],
+        report=ISP_ARTIFACTS["onnx"] + ".json",
     log:
         log_path("export_onnx"),
     benchmark:
@@ -98,13 +102,13 @@ rule export_onnx:
 
 rule quantize_onnx:
     input:
-        onnx=out("isp/model.onnx"),
+        onnx=ISP_ARTIFACTS["onnx"],
         tokens=lambda wc: expand(
             out("isp/tokens/{stratum}.parquet"), stratum=kept_strata()
         ),
     output:
-        onnx=out("isp/model.int8.onnx"),
-        report=out("isp/model.int8.onnx.json"),
+        onnx=ISP_ARTIFACTS["onnx_int8"],
+        report=ISP_ARTIFACTS["onnx_int8"] + ".json",
     log:
         log_path("quantize_onnx"),
     benchmark:
@@ -126,10 +130,10 @@ rule quantize_onnx:
 
 rule build_tensorrt:
     input:
-        onnx=out("isp/model.onnx"),
+        onnx=ISP_ARTIFACTS["onnx"],
     output:
-        plan=out("isp/model.plan"),
-        report=out("isp/model.plan.json"),
+        plan=ISP_ARTIFACTS["tensorrt"],
+        report=ISP_ARTIFACTS["tensorrt"] + ".json",
     log:
         log_path("build_tensorrt"),
     benchmark:
@@ -167,14 +171,16 @@ rule isp_infer:
         method=lambda wc: wc.method,
         layer=ISP["layer"],
         batch_size=lambda wc: ISP["batch_size"][wc.method],
-        device=ISP_DEVICE,
+        batching=lambda wc: REGISTRY[wc.method].batching,
+        device=ISP["device"],
+        explicit=ISP_PLAN.explicit,
     threads: ISP["threads"]
     resources:
         **ISP_GPU,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     conda:
-        f"{ENVS}/isp-gpu.yaml" if ISP_DEVICE == "cuda" else f"{ENVS}/isp-cpu.yaml"
+        ISP_ENV
     script:
         "../../scripts/isp_infer.py"
 
@@ -200,7 +206,7 @@ rule isp_evaluate:
     params:
         bar=ISP["bar"],
         seed=ISP["seed"],
-        skipped=ISP_SKIPPED,
+        not_planned=ISP_PLAN.not_planned,
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,

@@ -51,7 +51,7 @@ rule report:
     params:
         results=lambda wc, input: os.path.dirname(input.strata),
         benchmarks=out("benchmarks"),
-        skipped=ISP_SKIPPED,
+        skipped=ISP_PLAN.not_planned,
         methods=ISP_METHODS,
         bar=ISP["bar"],
         umap=config["report"]["umap"],

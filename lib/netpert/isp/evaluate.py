@@ -1,7 +1,7 @@
 """Rule ``isp_evaluate``: every method's screen against ``baseline``'s, and embedding quality.
 
-Writes ``isp/metrics.tsv``: one row per method and stratum, and one per method over all strata
-(``stratum == "all"``), with
+Writes ``isp/metrics.tsv`` (layout: :data:`netpert.isp.records.METRICS_COLUMNS`): one row per
+method and stratum, and one per method over all strata (``stratum == "all"``), with
 
 - performance from ``perf.json`` (wall time, perturbations/s, cells/s, peak RSS);
 - consistency with ``baseline`` (:func:`netpert.isp.metrics.consistency`) and ``passes_bar``;
@@ -9,11 +9,13 @@ Writes ``isp/metrics.tsv``: one row per method and stratum, and one per method o
 - embedding quality (:func:`netpert.isp.metrics.embedding_quality`) for the perturbation label
   (``perturbation_*``: control or the perturbation) and, over all strata, for the cell type
   (``cell_type_*``), and the control-vs-perturbed separation.
+
+A method that did not run (a job's "not run" record, or one the plan left out) gets one row per
+stratum with ``status`` "not run" and the ``reason``, its figures empty.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -24,11 +26,11 @@ import pandas as pd
 from netpert._io import atomic_path
 from netpert.errors import InputError
 from netpert.isp import metrics as M
-from netpert.isp.runner import read_result
+from netpert.isp.methods import BASELINE
+from netpert.isp.records import METRICS_COLUMNS, NOT_RUN, OK, PerfRecord, read_perf, read_result
 
 log = logging.getLogger(__name__)
 
-BASELINE = "baseline"
 OVERALL = "all"
 
 
@@ -75,42 +77,61 @@ def _quality(r: dict, seed: int, cell_types: np.ndarray | None) -> dict:
     return out
 
 
-def _perf_row(perfs: list[dict]) -> dict:
-    wall = sum(float(p.get("wall_s") or 0) for p in perfs)
-    n_p = sum(int(p.get("n_perturbations") or 0) for p in perfs)
-    n_c = sum(int(p.get("n_cells") or 0) for p in perfs)
-    rss = [p.get("peak_rss_mb") for p in perfs if p.get("peak_rss_mb") is not None]
+def _perf_row(perfs: list[PerfRecord]) -> dict:
+    """Totals over strata: work over total time; peak memory the largest; CPU % time-weighted."""
+    wall = sum(float(p.wall_s or 0) for p in perfs)
+    n_p = sum(int(p.n_perturbations or 0) for p in perfs)
+    n_c = sum(int(p.n_cells or 0) for p in perfs)
+
+    def peak(values):
+        values = [v for v in values if v is not None]
+        return max(values) if values else float("nan")
+
+    cpu = [(p.cpu_percent, p.wall_s) for p in perfs if p.cpu_percent is not None and p.wall_s]
+    devices = sorted({p.device for p in perfs if p.device})
     return {
+        "status": OK,
+        "reason": None,
+        "device": ", ".join(devices) if devices else None,
         "n_cells": n_c,
         "n_perturbations": n_p,
         "wall_s": wall,
         "perturbations_per_s": n_p / wall if wall > 0 else float("nan"),
         "cells_per_s": n_c / wall if wall > 0 else float("nan"),
-        "peak_rss_mb": max(rss) if rss else float("nan"),
-        "trained": all(bool(p.get("trained")) for p in perfs),
+        "peak_rss_mb": peak(p.peak_rss_mb for p in perfs),
+        "cpu_percent": sum(c * w for c, w in cpu) / sum(w for _, w in cpu) if cpu else float("nan"),
+        "gpu_peak_mem_mb": peak(p.gpu_peak_mem_mb for p in perfs),
+        "trained": all(bool(p.trained) for p in perfs),
     }
 
 
-def evaluate(results: dict[tuple[str, str], dict], perfs: dict[tuple[str, str], dict], bar=None, seed: int = 0) -> pd.DataFrame:
-    """The metrics table from in-memory results keyed by ``(method, stratum)``."""
-    if not results:
-        raise InputError("no ISP results to evaluate: run isp_infer first")
+def evaluate(
+    results: dict[tuple[str, str], dict],
+    perfs: dict[tuple[str, str], PerfRecord],
+    bar=None,
+    seed: int = 0,
+    not_run: dict[tuple[str, str], str] | None = None,
+) -> pd.DataFrame:
+    """The metrics table from in-memory results keyed by ``(method, stratum)``; ``not_run``:
+    ``(method, stratum) -> reason`` of the jobs that did not run (stratum "all": every stratum)."""
+    not_run = dict(not_run or {})
+    if not results and not not_run:
+        raise ValueError("no ISP results to evaluate")
     bar = {**M.DEFAULT_BAR, **(bar or {})}
     methods = list(dict.fromkeys(m for m, _ in results))
     strata = sorted({s for _, s in results})
     has_baseline = BASELINE in methods
     if not has_baseline:
         log.warning("no '%s' among the methods: consistency figures are left empty", BASELINE)
-    pooled_baseline = _pool([(s, results[(BASELINE, s)]) for s in strata]) if has_baseline else None
-    rows = []
+    rows, seen = [], set()
     for method in methods:
         per = [(s, results[(method, s)]) for s in strata if (method, s) in results]
-        missing = [s for s in strata if (method, s) not in results]
+        missing = [s for s in strata if (method, s) not in results and (method, s) not in not_run]
         if missing:
             raise InputError(f"method {method} has no result for strata {missing}: rerun isp_infer")
-        scopes = [(s, r, [perfs.get((method, s), {})]) for s, r in per]
-        pooled = _pool(per)
-        scopes.append((OVERALL, pooled, [perfs.get((method, s), {}) for s in strata]))
+        scopes = [(s, r, [perfs[(method, s)]]) for s, r in per]
+        scopes.append((OVERALL, _pool(per), [perfs[(method, s)] for s, _ in per]))
+        pooled_baseline = _pool([(s, results[(BASELINE, s)]) for s, _ in per]) if has_baseline else None
         for stratum, r, perf in scopes:
             row = {"method": method, "stratum": stratum, **_perf_row(perf), **_effects(r)}
             if has_baseline:
@@ -119,32 +140,50 @@ def evaluate(results: dict[tuple[str, str], dict], perfs: dict[tuple[str, str], 
             else:
                 row.update(passes_bar=None, failed_criteria="no baseline to compare with")
             cell_types = None
-            if stratum == OVERALL and len(strata) > 1:
+            if stratum == OVERALL and len(per) > 1:
                 cell_types = np.concatenate([r["stratum_of_cell"], r["stratum_of_pert"]])
             row.update(_quality(r, seed, cell_types))
             rows.append(row)
+            seen.add((method, stratum))
+    for (method, stratum), reason in not_run.items():
+        scopes = [*strata, OVERALL] if stratum == OVERALL else [stratum, OVERALL]
+        for scope in scopes:
+            if (method, scope) not in seen:
+                rows.append({"method": method, "stratum": scope, "status": NOT_RUN, "reason": reason})
+                seen.add((method, scope))
     table = pd.DataFrame(rows)
+    for col in METRICS_COLUMNS:
+        if col not in table.columns:
+            table[col] = np.nan
+    table["speedup"] = np.nan
     if has_baseline:
         base = table[table["method"] == BASELINE].set_index("stratum")["perturbations_per_s"]
         table["speedup"] = table["perturbations_per_s"] / table["stratum"].map(base)
-    return table
+    quality = [c for c in table.columns if c not in METRICS_COLUMNS]
+    return table[[*METRICS_COLUMNS, *quality]]
 
 
-def evaluate_run(npz_paths, perf_paths, out_path, bar=None, seed: int = 0, skipped=None) -> pd.DataFrame:
-    """Read every ``{method}/{stratum}.npz`` and ``.perf.json``, write ``metrics.tsv`` atomically."""
-    results, perfs = {}, {}
+def evaluate_run(npz_paths, perf_paths, out_path, bar=None, seed: int = 0, not_planned=None) -> pd.DataFrame:
+    """Read every ``{method}/{stratum}.npz`` and ``.perf.json`` (:mod:`netpert.isp.records`),
+    write ``metrics.tsv`` atomically. ``not_planned``: method -> why the plan left it out."""
+    perfs, results, not_run = {}, {}, {}
+    for path in map(Path, perf_paths):
+        perf = read_perf(path)
+        perfs[(perf.method, perf.stratum)] = perf
     for path in map(Path, npz_paths):
         r = read_result(path)
-        results[_key(path, r)] = r
-    for path in map(Path, perf_paths):
-        try:
-            perf = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read ISP timing {path}: {exc} (rerun isp_infer)") from exc
-        perfs[(str(perf.get("method") or path.parent.name), str(perf.get("stratum") or path.name.split(".")[0]))] = perf
-    table = evaluate(results, perfs, bar=bar, seed=seed)
-    for method, reason in (skipped or {}).items():
-        log.info("method %s not run: %s", method, reason)
+        key = _key(path, r)
+        if key not in perfs:
+            raise InputError(f"{path} has no perf record beside it ({key[0]} / {key[1]}): rerun isp_infer")
+        if perfs[key].status == NOT_RUN:
+            not_run[key] = perfs[key].reason
+        else:
+            results[key] = r
+    for method, reason in (not_planned or {}).items():
+        not_run[(method, OVERALL)] = reason
+    table = evaluate(results, perfs, bar=bar, seed=seed, not_run=not_run)
+    for (method, stratum), reason in not_run.items():
+        log.info("method %s not run (%s): %s", method, stratum, reason)
     with atomic_path(out_path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
     under = table[(table["stratum"] == OVERALL) & (table["passes_bar"] == False)]  # noqa: E712

@@ -94,7 +94,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def consistency(method: dict, baseline: dict, bar: dict | None = None) -> dict:
     """Agreement of a method's screen with the baseline's screen of the same cells.
 
-    ``method`` / ``baseline``: the dicts of :func:`netpert.isp.runner.read_result` (original and
+    ``method`` / ``baseline``: the dicts of :func:`netpert.isp.records.read_result` (original and
     perturbed embeddings, per-perturbation cosine and cell shift, perturbation labels). Measures:
 
     - ``mean_cosine`` / ``min_cosine``: cosine of each embedding (originals and perturbed cells)

@@ -1,14 +1,14 @@
 """Running an in-silico perturbation screen through one inference method.
 
-* :func:`tokenize_stratum` (rule ``isp_tokenize``): one stratum's cells -> rank-value encodings
-  + the perturbation plan, in one parquet file (:func:`write_tokens` / :func:`read_tokens`).
+(Its inputs, the token files: :mod:`netpert.isp.tokens`; the files it writes: :mod:`netpert.isp.records`.)
+
 * :func:`run_isp`: every cell's original encoding and its perturbations through a
   :class:`~netpert.isp.backends.base.Backend`, batched by a strategy (:func:`make_batches`),
   then per perturbation the cosine of the original and perturbed cell embeddings, Geneformer's
   cell shift (mean over the remaining genes of each gene's original-vs-perturbed cosine) and
   the most affected genes. Each cell's original is embedded once and reused.
 * :func:`infer_stratum` (rule ``isp_infer``): load, run under the profiler, write
-  ``{method}/{stratum}.npz`` and ``.perf.json``.
+  ``{method}/{stratum}.npz`` and ``.perf.json`` (or "not run" records and the reason).
 
 Batching strategies: ``input_order`` (Helical's: consecutive batches in the plan's order, a
 cell's original then its perturbations), ``length_sorted`` (longest first: batches of near
@@ -18,7 +18,6 @@ one batch, needed where activations are quantised per batch).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,32 +27,20 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from netpert._io import atomic_path, json_default
 from netpert.errors import InputError
 from netpert.isp import metrics
-from netpert.isp.perturb import PerturbationSpec, check_kind, expand, make_specs
+from netpert.isp.backends.base import pad_batch
+from netpert.isp.methods import BATCHINGS, get_method, run_check
+from netpert.isp.perturb import PerturbationSpec, expand
+from netpert.isp.records import NOT_RUN, OK, PerfRecord, empty_result_arrays, write_perf, write_result
+from netpert.isp.tokens import read_tokens, special_ends
 
 log = logging.getLogger(__name__)
 
-BATCHINGS = ("input_order", "length_sorted", "cell_grouped")
-TOKENS_META_KEY = b"netpert"
 DEFAULT_TOP_N = 10
 
 
 # --------------------------------------------------------------------------- batching
-
-
-def pad_batch(seqs: Sequence[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ``(input_ids, attention_mask)`` int64 arrays (B, longest)."""
-    if len(seqs) == 0:
-        raise InputError("cannot pad an empty batch")
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), int(pad_id), dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 def make_batches(lengths, groups, strategy: str = "length_sorted", batch_size: int = 32) -> list[np.ndarray]:
@@ -291,197 +278,11 @@ def run_isp(
     )
 
 
-# --------------------------------------------------------------------------- token files
-
-
-@dataclass
-class TokenFile:
-    """A tokenized stratum: cells, their encodings, the perturbations to run, and facts."""
-
-    cell_ids: list[str]
-    input_ids: list[np.ndarray]
-    specs: list[PerturbationSpec]
-    meta: dict
-
-    @property
-    def shift_fraction(self) -> float:
-        return float(self.meta.get("shift_fraction", 0.25))
-
-
-def write_tokens(path, cell_ids, input_ids, specs: Sequence[PerturbationSpec], meta: Mapping, extra: Mapping | None = None) -> None:
-    """The parquet file of ``isp_tokenize``: columns cell_id, input_ids (list<int32>), length
-    (+ ``extra`` columns); the plan and facts as JSON in the schema metadata (``netpert``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = {
-        "cell_id": pa.array([str(c) for c in cell_ids], type=pa.string()),
-        "input_ids": pa.array([np.asarray(x, dtype=np.int32) for x in input_ids], type=pa.list_(pa.int32())),
-        "length": pa.array([len(x) for x in input_ids], type=pa.int32()),
-    }
-    for k, v in (extra or {}).items():
-        columns[k] = pa.array(list(v))
-    table = pa.table(columns)
-    full = {**meta, "perturbations": [s.to_dict() for s in specs]}
-    table = table.replace_schema_metadata({TOKENS_META_KEY: json.dumps(full, default=json_default).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_tokens(path) -> TokenFile:
-    """Read a file written by :func:`write_tokens`."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"token file not found: {path} (run the isp_tokenize rule first)")
-    table = pq.read_table(path)
-    missing = {"cell_id", "input_ids"} - set(table.column_names)
-    if missing:
-        raise InputError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: rerun the isp_tokenize rule")
-    raw = (table.schema.metadata or {}).get(TOKENS_META_KEY)
-    if raw is None:
-        raise InputError(f"{path} has no perturbation plan in its metadata: rerun the isp_tokenize rule")
-    meta = json.loads(raw)
-    specs = [PerturbationSpec.from_dict(d) for d in meta.pop("perturbations", [])]
-    cell_ids = [str(c) for c in table.column("cell_id").to_pylist()]
-    input_ids = [np.asarray(x, dtype=np.int64) for x in table.column("input_ids").to_pylist()]
-    return TokenFile(cell_ids, input_ids, specs, meta)
-
-
-def stratum_of(adata, path=None) -> str:
-    """The stratum slug of a stratum file: its single ``obs['stratum']`` value, else the file stem."""
-    if "stratum" in adata.obs.columns:
-        values = pd.unique(adata.obs["stratum"].astype(str))
-        if len(values) == 1:
-            return str(values[0])
-    if path is not None:
-        return Path(path).name.removesuffix(".h5ad")
-    raise InputError("cannot tell the stratum: obs['stratum'] is missing or not unique and no file name was given")
-
-
-def _mr_lookup(path, stratum: str, top_k: int, cell_type: str | None) -> tuple[list[str], str | None]:
-    """(targets, why none) of ``stratum`` in ``master_regulators.tsv`` (the stratum's cell type
-    when the slug is not listed)."""
-    from netpert.mr_table import STATUS_LABELS, read_master_regulators
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"master-regulator table not found: {path} (run the master_regulators rule, or set isp.targets.source: list)")
-    table = read_master_regulators(path)
-    key = stratum if stratum in table else cell_type if cell_type is not None and cell_type in table else None
-    if key is None:
-        raise InputError(
-            f"{path} does not list stratum '{stratum}' (strata there: {', '.join(list(table.strata['stratum'])[:10])}): "
-            "rerun the master_regulators rule on the same strata"
-        )
-    targets = table.targets(key, top_k)
-    if targets:
-        return targets, None
-    row = table.status(key)
-    return [], f"{STATUS_LABELS.get(row['status'], row['status'])}: {row['reason']}".rstrip(": ")
-
-
-def master_regulator_targets(path, stratum: str, top_k: int = 5, cell_type: str | None = None) -> list[str]:
-    """The ``top_k`` master regulators of ``stratum`` from ``master_regulators.tsv``, best first
-    (rank 1 up, rank 1 down, rank 2 up, ...). ``[]`` when the table lists the stratum without
-    master regulators (no network of its own, or no significant regulator); an InputError when
-    the table is missing or does not list the stratum (nor ``cell_type``)."""
-    return _mr_lookup(path, stratum, top_k, cell_type)[0]
-
-
-def tokenize_stratum(
-    adata,
-    bundle,
-    out_path,
-    *,
-    targets_source: str = "master_regulators",
-    targets_path=None,
-    genes: Sequence[str] = (),
-    top_k: int = 5,
-    perturbation: str = "delete",
-    shift_fraction: float = 0.25,
-    pairs: bool = False,
-    anchor: str | None = None,
-    cells_per_stratum: int | None = 20,
-    seed: int = 0,
-    max_len: int = 2048,
-    gene_id_column: str | None = None,
-    stratum: str | None = None,
-    source: str | None = None,
-) -> dict:
-    """Rule ``isp_tokenize``: sample up to ``cells_per_stratum`` cells of one stratum, encode
-    them for ``bundle`` (a ModelBundle or its folder), choose the targets (the stratum's top
-    ``top_k`` master regulators from ``targets_path``, or ``genes``), and write the token file
-    with the perturbation plan. Returns the file's metadata. A stratum the master-regulator table
-    lists without master regulators gets an empty plan (its cells are embedded, nothing is
-    perturbed) and ``meta["no_targets"]`` says why; ``None`` otherwise.
-    """
-    from netpert.isp.model import as_bundle
-    from netpert.isp.tokenizer import tokenize_for_model
-
-    bundle = as_bundle(bundle)
-    check_kind(perturbation)
-    source = source or "the stratum"
-    if adata.n_obs == 0:
-        raise InputError(f"{source} is empty (0 cells): nothing to tokenize; drop the stratum or lower the stratification minimum")
-    stratum = stratum or stratum_of(adata)
-    n_total = int(adata.n_obs)
-    if cells_per_stratum is not None and n_total > int(cells_per_stratum):
-        rng = np.random.default_rng(int(seed))
-        keep = np.sort(rng.choice(n_total, size=int(cells_per_stratum), replace=False))
-        adata = adata[keep].copy()
-    no_targets = None
-    if targets_source == "master_regulators":
-        if targets_path is None:
-            raise InputError("isp.targets.source is master_regulators but no master-regulator table was given")
-        cell_type = str(adata.obs["cell_type"].iloc[0]) if "cell_type" in adata.obs.columns else None
-        targets, no_targets = _mr_lookup(targets_path, stratum, top_k, cell_type)
-        if no_targets:
-            log.warning("stratum %s has no master regulator (%s): its cells are tokenised with no perturbation", stratum, no_targets)
-    elif targets_source == "list":
-        targets = [str(g) for g in genes]
-        if not targets:
-            raise InputError("isp.targets.source is 'list' but isp.targets.genes is empty: list the genes to perturb")
-    else:
-        raise InputError(f"unknown isp.targets.source '{targets_source}'; use master_regulators or list")
-    # a stratum without master regulators: no perturbation (its cells are still embedded)
-    specs = make_specs(targets, bundle.token_dictionary, perturbation, pairs, anchor, bundle.gene_mapping) if targets else []
-    tok = tokenize_for_model(adata, bundle, gene_id_column=gene_id_column, max_len=max_len, source=source)
-    meta = {
-        "stratum": stratum,
-        "n_cells_in_stratum": n_total,
-        "n_cells": len(tok),
-        "cells_per_stratum": cells_per_stratum,
-        "seed": int(seed),
-        "targets_source": targets_source,
-        "targets": targets,
-        "no_targets": no_targets,
-        "perturbation": perturbation,
-        "shift_fraction": float(shift_fraction),
-        "pairs": bool(pairs),
-        "anchor": anchor if pairs else None,
-        "max_len": int(min(int(max_len), bundle.max_len)),
-        "special_tokens": tok.info["special_tokens"],
-        "tokenizer": tok.info,
-        "model": bundle.describe(),
-    }
-    # how many cells each target can be perturbed in (delete/inhibit/activate need it expressed)
-    exp = expand(tok.input_ids, specs, shift_fraction, meta["max_len"], *_ends(tok.info["special_tokens"]))
-    meta["applicable"] = {s.label: int(len(tok) - exp.skipped[s.label]) for s in specs}
-    write_tokens(out_path, tok.cell_ids, tok.input_ids, specs, meta)
-    return meta
-
-
-def _ends(special: bool) -> tuple[int, int]:
-    return (1, 1) if special else (0, 0)
-
-
 # --------------------------------------------------------------------------- inference
 
 
-def result_arrays(result: IspResult, meta: Mapping) -> dict[str, np.ndarray]:
-    """The npz content of a run (no object arrays: loads with ``allow_pickle=False``)."""
+def result_arrays(result: IspResult) -> dict[str, np.ndarray]:
+    """The arrays of :data:`netpert.isp.records.RESULT_ARRAYS` of a run (no object arrays)."""
     t = result.table
     return {
         "cell_ids": np.asarray(result.cell_ids, dtype=str),
@@ -498,20 +299,18 @@ def result_arrays(result: IspResult, meta: Mapping) -> dict[str, np.ndarray]:
         "top_cosines": result.top_cosines.astype(np.float32),
         "skipped_labels": np.asarray(list(result.skipped), dtype=str),
         "skipped_counts": np.asarray(list(result.skipped.values()), dtype=np.int64),
-        "metadata": np.asarray(json.dumps(meta, default=json_default)),
     }
 
 
-def read_result(path) -> dict:
-    """An npz written by :func:`infer_stratum` as a dict (``metadata`` parsed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ISP result not found: {path} (run the isp_infer rule)")
-    with np.load(path, allow_pickle=False) as data:
-        out = {k: data[k] for k in data.files}
-    if "metadata" in out:
-        out["metadata"] = json.loads(str(out["metadata"]))
-    return out
+def write_not_run(npz_path, perf_path, method: str, stratum: str, reason: str, device: str | None = None) -> PerfRecord:
+    """The records of a job whose method cannot run where it ran: "not run" and why."""
+    from netpert.isp.profiling import machine
+
+    record = PerfRecord(method=method, stratum=stratum, status=NOT_RUN, reason=reason, device=device, machine=machine())
+    write_result(npz_path, empty_result_arrays(), {"method": method, "stratum": stratum, "status": NOT_RUN, "reason": reason})
+    write_perf(perf_path, record)
+    log.warning("%s / %s not run: %s", method, stratum, reason)
+    return record
 
 
 def infer_stratum(
@@ -525,97 +324,107 @@ def infer_stratum(
     batch_size: int | None = None,
     batching: str | None = None,
     device: str = "auto",
+    explicit: bool = True,
     threads: int = 1,
     artifacts=None,
     stratum: str | None = None,
     top_n: int = DEFAULT_TOP_N,
-) -> dict:
+) -> PerfRecord:
     """Rule ``isp_infer``: run one method over one stratum's token file; write the npz and
-    perf.json (atomically). ``model``: the bundle folder (or a ModelBundle). Returns perf."""
-    from netpert.isp.backends import DEFAULT_BATCH_SIZE, DEFAULT_BATCHING, check_method, make_backend
+    perf.json (atomically). ``model``: the bundle folder (or a ModelBundle); ``device``: the
+    intent (``isp.device``); ``explicit``: the method was listed in ``isp.methods`` (not chosen
+    by ``auto``). Where the method cannot run here (:func:`netpert.isp.methods.run_check`), the
+    two files are "not run" records with the reason. ``batch_size`` / ``batching``: None takes
+    the method's (:data:`netpert.isp.methods.REGISTRY`). Returns the perf record."""
+    from netpert.isp.backends import make_backend
     from netpert.isp.model import UNTRAINED_NOTE, as_bundle
     from netpert.isp.profiling import Profiler, machine, throughput
 
-    check_method(method)
-    batching = batching or DEFAULT_BATCHING[method]
+    record = get_method(method)
+    batching = batching or record.batching
     if batching not in BATCHINGS:
         raise InputError(f"unknown batching '{batching}'; use one of {', '.join(BATCHINGS)}")
-    batch_size = int(batch_size or DEFAULT_BATCH_SIZE[method])
+    batch_size = int(batch_size or record.batch_size)
     tokens = read_tokens(tokens_path)
     if not tokens.cell_ids:
         raise InputError(f"{tokens_path} holds no cells: the stratum is empty")
     stratum = stratum or tokens.meta.get("stratum") or Path(tokens_path).stem
+    run_device, reason, device_note = run_check(method, device, explicit)
+    if reason is not None:
+        return write_not_run(npz_path, perf_path, method, stratum, reason, run_device)
     t0 = time.perf_counter()
     bundle = as_bundle(model)
-    backend = make_backend(method, bundle, layer=layer, threads=threads, device=device, artifacts=artifacts)
-    load_s = time.perf_counter() - t0
-    special = bool(tokens.meta.get("special_tokens", False))
-    n_prefix, n_suffix = _ends(special)
-    with Profiler(gpu=backend.device == "cuda") as prof:
-        result = run_isp(
-            backend,
-            tokens.input_ids,
-            tokens.cell_ids,
-            tokens.specs,
-            id_to_gene=bundle.id_to_gene(),
-            shift_fraction=tokens.shift_fraction,
-            max_len=int(tokens.meta.get("max_len", bundle.max_len)),
-            pad_id=bundle.pad_id,
-            special_ids=bundle.special_ids,
-            n_prefix=n_prefix,
-            n_suffix=n_suffix,
-            batch_size=batch_size,
-            batching=batching,
-            top_n=top_n,
-        )
+    backend = make_backend(method, bundle, layer=layer, threads=threads, device=run_device, artifacts=artifacts)
+    try:
+        load_s = time.perf_counter() - t0
+        n_prefix, n_suffix = special_ends(bool(tokens.meta.get("special_tokens", False)))
+        with Profiler(gpu=backend.device == "cuda") as prof:
+            result = run_isp(
+                backend,
+                tokens.input_ids,
+                tokens.cell_ids,
+                tokens.specs,
+                id_to_gene=bundle.id_to_gene(),
+                shift_fraction=tokens.shift_fraction,
+                max_len=int(tokens.meta.get("max_len", bundle.max_len)),
+                pad_id=bundle.pad_id,
+                special_ids=bundle.special_ids,
+                n_prefix=n_prefix,
+                n_suffix=n_suffix,
+                batch_size=batch_size,
+                batching=batching,
+                top_n=top_n,
+            )
+        desc = backend.describe()
+    finally:
+        backend.close()
     timing = prof.summary()
     # the untimed warm-up batch (first-call costs: kernel selection, allocations) runs inside the
     # profiled block; the throughput is the steady state after it
     timing["wall_with_warmup_s"] = timing["wall_s"]
     timing["wall_s"] = max(timing["wall_s"] - result.stats["warmup_s"], 1e-9)
-    desc = backend.describe()
-    backend.close()
     n_pert, n_cells = result.n_perturbations, len(result.cell_ids)
-    notes = []
+    notes = [n for n in (device_note,) if n]
     if not bundle.trained:
         notes.append(UNTRAINED_NOTE)
     if desc.get("amp_effective") is False:
         notes.append(f"amp gives no speedup expected here: {desc.get('amp_note')}")
-    perf = {
-        "method": method,
-        "stratum": stratum,
-        "trained": bool(bundle.trained),
-        "note": "; ".join(notes) if notes else None,
-        "notes": notes,
-        "n_cells": n_cells,
-        "n_perturbations": n_pert,
-        "n_sequences": result.stats["n_sequences"],
-        "n_skipped": int(sum(result.skipped.values())),
-        "skipped": result.skipped,
+    perf = PerfRecord(
+        method=method,
+        stratum=stratum,
+        trained=bool(bundle.trained),
+        note="; ".join(notes) if notes else None,
+        notes=notes,
+        n_cells=n_cells,
+        n_perturbations=n_pert,
+        n_sequences=result.stats["n_sequences"],
+        n_skipped=int(sum(result.skipped.values())),
+        skipped=result.skipped,
         **{k: timing[k] for k in ("wall_s", "wall_with_warmup_s", "cpu_time_s", "cpu_percent", "peak_rss_mb", "ru_maxrss_mb")},
         **throughput(n_pert, n_cells, result.stats["n_sequences"], timing["wall_s"]),
-        "gpu": timing.get("gpu"),
-        "gpu_util_percent": timing.get("gpu_util_percent"),
-        "gpu_peak_mem_mb": timing.get("gpu_peak_mem_mb"),
-        "load_s": load_s,
+        gpu=timing.get("gpu"),
+        gpu_util_percent=timing.get("gpu_util_percent"),
+        gpu_peak_mem_mb=timing.get("gpu_peak_mem_mb"),
+        load_s=load_s,
         **{k: result.stats[k] for k in ("warmup_s", "embed_s", "effects_s", "n_batches", "padding_fraction", "mean_length", "max_length")},
-        "batching": batching,
-        "batch_size": batch_size,
-        "threads": int(threads),
-        "layer": int(layer),
-        "device": backend.device,
-        "amp_effective": desc.get("amp_effective"),
-        "amp_note": desc.get("amp_note"),
-        "backend": desc,
-        "model": bundle.describe(),
-        "machine": machine(),
-    }
+        batching=batching,
+        batch_size=batch_size,
+        threads=int(threads),
+        layer=int(layer),
+        device=backend.device,
+        amp_effective=desc.get("amp_effective"),
+        amp_note=desc.get("amp_note"),
+        backend=desc,
+        model=bundle.describe(),
+        machine=machine(),
+    )
     meta = {
         "method": method,
         "stratum": stratum,
+        "status": OK,
         "layer": int(layer),
         "trained": bool(bundle.trained),
-        "note": perf["note"],
+        "note": perf.note,
         "perturbation": tokens.meta.get("perturbation"),
         "targets": tokens.meta.get("targets"),
         "batching": batching,
@@ -623,20 +432,10 @@ def infer_stratum(
         "backend": desc,
         "model": bundle.describe(),
     }
-    arrays = result_arrays(result, meta)
-    with atomic_path(npz_path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-    with atomic_path(perf_path) as tmp:
-        tmp.write_text(json.dumps(perf, indent=1, default=json_default))
+    write_result(npz_path, result_arrays(result), meta)
+    write_perf(perf_path, perf)
     log.info(
         "%s / %s: %d cells, %d perturbations (%d skipped) in %.2f s: %.1f perturbations/s",
-        method,
-        stratum,
-        n_cells,
-        n_pert,
-        perf["n_skipped"],
-        timing["wall_s"],
-        perf["perturbations_per_s"] or 0.0,
+        method, stratum, n_cells, n_pert, perf.n_skipped, timing["wall_s"], perf.perturbations_per_s or 0.0,
     )
     return perf

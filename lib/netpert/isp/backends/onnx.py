@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from netpert.errors import InputError
-from netpert.isp.backends.base import Backend, EmbedOutput
+from netpert.isp.backends.base import Backend, EmbedOutput, check_batch
 
 #: short names accepted in ``providers`` (besides ONNX Runtime's full names)
 PROVIDER_ALIASES = {
@@ -104,22 +104,6 @@ def session_options(threads: int = 1, memory_arena: bool = False):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     return so
-
-
-def check_batch(input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a padded batch and return it as contiguous int64 arrays (B, L)."""
-    ids = np.ascontiguousarray(np.asarray(input_ids), dtype=np.int64)
-    mask = np.ascontiguousarray(np.asarray(attention_mask), dtype=np.int64)
-    if ids.ndim != 2 or ids.shape != mask.shape:
-        raise InputError(
-            f"input_ids and attention_mask must be 2-D arrays of the same shape (batch, length); "
-            f"got {ids.shape} and {mask.shape}"
-        )
-    if ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise InputError(f"empty batch {ids.shape}: a batch needs at least one cell of at least one token")
-    if not mask.any(axis=1).all():
-        raise InputError("every cell of a batch needs at least one real token (a row of attention_mask is all 0)")
-    return ids, mask
 
 
 def _file_precision(path) -> str | None:

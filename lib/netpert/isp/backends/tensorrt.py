@@ -312,7 +312,7 @@ class TensorRTBackend(Backend):
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray, return_tokens: bool = False) -> EmbedOutput:
         import torch
 
-        from netpert.isp.backends.onnx import check_batch
+        from netpert.isp.backends.base import check_batch
 
         ids, mask = check_batch(input_ids, attention_mask)
         check_batch_shape(ids.shape, self.profile)

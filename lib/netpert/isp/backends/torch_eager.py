@@ -13,15 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netpert.errors import InputError
-from netpert.isp.backends.base import Backend, EmbedOutput
-
-
-def resolve_layer(layer: int, n_layers: int) -> int:
-    """``hidden_states`` index of ``layer`` (negative from the end; see netpert.isp.export)."""
-    from netpert.isp.export import resolve_layer as _resolve
-
-    return _resolve(layer, n_layers)
+from netpert.isp.backends.base import Backend, EmbedOutput, check_batch, resolve_layer
 
 
 def masked_mean(hidden, mask):
@@ -29,26 +21,6 @@ def masked_mean(hidden, mask):
     h = hidden.float()
     w = mask.to(h.dtype).unsqueeze(-1)
     return (h * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
-
-
-def check_batch(input_ids, attention_mask, max_len: int | None = None):
-    """Validate a padded batch: 2-D int64 ``input_ids`` / ``attention_mask`` of one shape,
-    every row with a real token, no longer than ``max_len``."""
-    ids = np.ascontiguousarray(np.asarray(input_ids), dtype=np.int64)
-    mask = np.ascontiguousarray(np.asarray(attention_mask), dtype=np.int64)
-    if ids.ndim != 2 or ids.shape != mask.shape:
-        raise InputError(
-            f"input_ids and attention_mask must be 2-D arrays of the same shape (batch, length); got {ids.shape} and {mask.shape}"
-        )
-    if ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise InputError(f"empty batch {ids.shape}: a batch needs at least one cell of at least one token")
-    if not mask.any(axis=1).all():
-        raise InputError("every cell of a batch needs at least one real token (a row of attention_mask is all 0)")
-    if max_len is not None and ids.shape[1] > int(max_len):
-        raise InputError(
-            f"batch length {ids.shape[1]} exceeds the model's {max_len} positions: truncate cells to isp.max_len"
-        )
-    return ids, mask
 
 
 class BaselineBackend(Backend):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netpert.isp.backends.base import Backend, EmbedOutput
-from netpert.isp.backends.torch_eager import check_batch, masked_mean, resolve_layer
+from netpert.isp.backends.base import Backend, EmbedOutput, check_batch, resolve_layer
+from netpert.isp.backends.torch_eager import masked_mean
 
 
 @functools.lru_cache(maxsize=1)

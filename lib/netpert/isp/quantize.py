@@ -1,0 +1,636 @@
+"""int8 quantisation of the exported ONNX encoder: recipes, calibration, batch-composition drift.
+
+:func:`quantize_onnx` quantises the fp32 file of :func:`netpert.isp.export.export_onnx` with
+ONNX Runtime's tools, scores every candidate recipe against fp32 on evaluation batches (cosine
+of the cell embeddings and the drift of a cell's embedding with the batch it sits in), and keeps
+the best one that meets the consistency bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netpert._io import atomic_path
+from netpert.errors import InputError
+from netpert.isp.backends.base import pad_batch
+from netpert.isp.export import write_single_file
+from netpert.isp.metrics import DEFAULT_BAR, cosine_rows
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- int8 quantisation
+
+DEFAULT_CANDIDATES = ("dynamic-qint8", "dynamic-quint8", "dynamic-qint8-perchannel", "static-qdq")
+SELECT_RULES = ("shift", "accuracy", "speed")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """One int8 recipe of ONNX Runtime's quantisation tools.
+
+    ``mode="dynamic"``: weights int8 offline, activation scales computed per batch at run time
+    (``quantize_dynamic``: MatMulInteger / DynamicQuantizeMatMul). ``mode="static"``:
+    activation scales fixed by calibration on sample batches (``quantize_static``, QDQ format),
+    so a cell's embedding does not depend on the other cells of its batch.
+    """
+
+    name: str
+    mode: str
+    weight_type: str = "QInt8"
+    activation_type: str = "QUInt8"
+    per_channel: bool = False
+    op_types: tuple[str, ...] = ("MatMul",)
+    #: static only: quantise only MatMuls with a constant weight (not Q.K^T and P.V)
+    const_b_only: bool = True
+    calibrate_method: str = "MinMax"
+    #: static only: give the quantised MatMuls their own copy (Identity) of an input tensor that
+    #: also feeds other nodes, so the Q/DQ pair sits on the MatMul side only and the float tensor
+    #: still feeds the residual Add; ORT's QDQ quantiser otherwise rounds the residual stream
+    #: itself to 8 bits (1 - cosine ~30x larger on gf-6L)
+    isolate_inputs: bool = True
+    #: static only: also round the MatMul outputs to 8 bits (QDQ default; costs accuracy)
+    quantize_outputs: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+QUANT_RECIPES = {
+    r.name: r
+    for r in (
+        QuantRecipe("dynamic-qint8", "dynamic", weight_type="QInt8"),
+        QuantRecipe("dynamic-quint8", "dynamic", weight_type="QUInt8"),
+        QuantRecipe("dynamic-qint8-perchannel", "dynamic", weight_type="QInt8", per_channel=True),
+        QuantRecipe("dynamic-quint8-perchannel", "dynamic", weight_type="QUInt8", per_channel=True),
+        QuantRecipe("static-qdq", "static", weight_type="QInt8", activation_type="QUInt8", per_channel=True),
+        QuantRecipe(
+            "static-qdq-percentile",
+            "static",
+            weight_type="QInt8",
+            activation_type="QUInt8",
+            per_channel=True,
+            calibrate_method="Percentile",
+        ),
+        QuantRecipe(
+            "static-qdq-shared",
+            "static",
+            weight_type="QInt8",
+            activation_type="QUInt8",
+            per_channel=True,
+            isolate_inputs=False,
+            quantize_outputs=True,
+        ),
+        QuantRecipe(
+            "static-qdq-allmatmul",
+            "static",
+            weight_type="QInt8",
+            activation_type="QUInt8",
+            per_channel=True,
+            const_b_only=False,
+        ),
+    )
+}
+
+
+def parse_recipe(name: str) -> QuantRecipe:
+    """The :class:`QuantRecipe` called ``name`` (see :data:`QUANT_RECIPES`)."""
+    if name not in QUANT_RECIPES:
+        raise InputError(
+            f"unknown int8 candidate {name!r} (isp.onnx.int8_candidates): choose from {', '.join(QUANT_RECIPES)}"
+        )
+    return QUANT_RECIPES[name]
+
+
+class QuantizationError(InputError):
+    """No int8 candidate meets the consistency bar; ``report`` holds every candidate's figures."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def unpad_batches(batches) -> list[np.ndarray]:
+    """The cells (1-D arrays of their real tokens) of padded ``(input_ids, attention_mask)`` batches."""
+    cells = []
+    for ids, mask in batches:
+        ids, mask = np.asarray(ids), np.asarray(mask)
+        cells.extend(ids[i, mask[i] > 0].astype(np.int64) for i in range(ids.shape[0]))
+    return cells
+
+
+def embed_cells_in_batches(backend, cells, batches_of_indices) -> np.ndarray:
+    """Cell embeddings (N, H) of ``cells`` embedded in the given batches (lists of cell indices)."""
+    out = [None] * len(cells)
+    for index in batches_of_indices:
+        ids, mask = pad_batch([cells[i] for i in index])
+        emb = backend.embed(ids, mask).cell
+        for row, i in enumerate(index):
+            out[i] = emb[row]
+    return np.stack(out)
+
+
+def _delete_token(cell: np.ndarray, position: int) -> np.ndarray:
+    return np.delete(cell, position)
+
+
+def composition_drift(
+    backend,
+    cells,
+    reference=None,
+    n_probes: int = 8,
+    n_perturb: int = 3,
+    n_compositions: int = 3,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict:
+    """How much a cell's embedding moves with the batch it is embedded in, and what that does to ISP shifts.
+
+    ``n_probes`` cells (of ``cells``, 1-D token id arrays) each get ``n_perturb`` perturbed
+    copies (one gene token deleted, as in an ISP deletion). Every one of these variants is
+    embedded (a) alone, (b) in its cell's group (the cell and its perturbations in one batch:
+    the runner's ``cell_grouped`` strategy) and (c) ``n_compositions`` times in random batches
+    of ``batch_size`` mixed with other cells (``input_order``-like: a cell and its
+    perturbations usually land in different batches).
+
+    Returns
+    -------
+    dict
+        ``spread_mean`` / ``spread_max``: 1 - min pairwise cosine of a variant's embeddings
+        across its compositions (0 for a composition-independent method);
+        ``shift_error_grouped_*`` / ``shift_error_mixed_*``: |shift - reference shift| with
+        shift = 1 - cos(original, perturbed) and the reference shift from ``reference``'s
+        grouped batches (or ``backend``'s own when ``reference`` is None), as mean and max,
+        and ``*_relative``: mean error / mean reference shift.
+    """
+    rng = np.random.default_rng(seed)
+    cells = [np.asarray(c, dtype=np.int64).ravel() for c in cells]
+    eligible = [i for i, c in enumerate(cells) if len(c) >= n_perturb + 2]
+    if len(eligible) < 2:
+        raise InputError(
+            f"composition_drift needs at least 2 cells of >= {n_perturb + 2} tokens, got {len(eligible)}"
+        )
+    probes = rng.choice(eligible, size=min(n_probes, len(eligible)), replace=False)
+    variants, groups = [], []
+    for p in probes:
+        cell = cells[p]
+        positions = rng.choice(np.arange(1, len(cell)), size=n_perturb, replace=False)
+        group = [len(variants)]
+        variants.append(cell)
+        for pos in positions:
+            group.append(len(variants))
+            variants.append(_delete_token(cell, int(pos)))
+        groups.append(group)
+    fillers = [cells[i] for i in rng.choice(len(cells), size=len(variants), replace=True)]
+    everything = variants + fillers
+
+    def embed_alone(b):
+        return embed_cells_in_batches(b, variants, [[i] for i in range(len(variants))])
+
+    def embed_grouped(b):
+        return embed_cells_in_batches(b, variants, groups)
+
+    compositions = {"alone": embed_alone(backend), "grouped": embed_grouped(backend)}
+    for r in range(n_compositions):
+        order = rng.permutation(len(everything))
+        chunks = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        compositions[f"mixed{r}"] = embed_cells_in_batches(backend, everything, chunks)[: len(variants)]
+
+    names = list(compositions)
+    spread = np.zeros(len(variants))
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            cos = cosine_rows(compositions[names[a]], compositions[names[b]])
+            spread = np.maximum(spread, 1.0 - cos)
+
+    ref = embed_grouped(reference) if reference is not None else compositions["grouped"]
+
+    def shifts(emb):
+        return np.array(
+            [1.0 - cosine_rows(emb[g[0]][None], emb[j][None])[0] for g in groups for j in g[1:]], dtype=np.float64
+        )
+
+    ref_shift = shifts(ref)
+    err_grouped = np.abs(shifts(compositions["grouped"]) - ref_shift)
+    err_mixed = np.concatenate([np.abs(shifts(compositions[f"mixed{r}"]) - ref_shift) for r in range(n_compositions)])
+    scale = max(float(ref_shift.mean()), 1e-300)
+    return {
+        "n_probes": len(probes),
+        "n_perturb": n_perturb,
+        "n_compositions": n_compositions,
+        "batch_size": batch_size,
+        "spread_mean": float(spread.mean()),
+        "spread_max": float(spread.max()),
+        "reference_shift_mean": float(ref_shift.mean()),
+        "shift_error_grouped_mean": float(err_grouped.mean()),
+        "shift_error_grouped_max": float(err_grouped.max()),
+        "shift_error_grouped_relative": float(err_grouped.mean() / scale),
+        "shift_error_mixed_mean": float(err_mixed.mean()),
+        "shift_error_mixed_max": float(err_mixed.max()),
+        "shift_error_mixed_relative": float(err_mixed.mean() / scale),
+    }
+
+
+class _BatchReader:
+    """ONNX Runtime calibration data reader over padded batches."""
+
+    def __init__(self, batches):
+        self.batches = [(np.asarray(i, dtype=np.int64), np.asarray(m, dtype=np.int64)) for i, m in batches]
+        self.position = 0
+
+    def get_next(self):
+        if self.position >= len(self.batches):
+            return None
+        ids, mask = self.batches[self.position]
+        self.position += 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def rewind(self):
+        self.position = 0
+
+
+def fuse_file(path, metadata: dict) -> int:
+    """Fuse the attention blocks of the ONNX file ``path`` in place (see :mod:`netpert.isp.fusion`);
+    returns how many were fused (0 when the export records no head count or the pattern differs)."""
+    import onnx
+
+    from netpert.isp.fusion import fuse_attention
+
+    heads = metadata.get("netpert.num_heads")
+    if not heads:
+        return 0
+    proto = onnx.load(str(path))
+    n = fuse_attention(proto, int(heads))
+    if n:
+        onnx.save(proto, str(path))
+    return n
+
+
+def preprocess_for_quantization(src, dst) -> dict:
+    """ORT's recommended pre-processing (symbolic shape inference + optimisation) of the fp32 model.
+
+    Falls back to ONNX shape inference alone when the symbolic shape inference fails on the graph.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_optimization=False)
+        return {"symbolic_shape_inference": True, "optimization": True}
+    except Exception as exc:  # noqa: BLE001 - reported and retried without the symbolic pass
+        log.warning("quant_pre_process with symbolic shape inference failed (%s); retrying without", exc)
+        quant_pre_process(str(src), str(dst), skip_optimization=False, skip_symbolic_shape=True)
+        return {"symbolic_shape_inference": False, "optimization": True, "symbolic_error": str(exc)[:300]}
+
+
+def weight_matmul_nodes(model_path) -> list[str]:
+    """Names of the MatMul nodes whose second input is a constant weight (not Q.K^T or P.V)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in constants]
+
+
+def isolate_matmul_inputs(src, dst, nodes=None) -> int:
+    """Copy ``src`` to ``dst`` with an Identity between a shared tensor and the MatMuls to quantise.
+
+    For every activation tensor that feeds (some of) the MatMuls ``nodes`` (all MatMuls when
+    None) and also other nodes, the MatMuls read it through one new Identity, so that static
+    QDQ quantisation rounds only the MatMul inputs. Returns the number of Identity nodes added.
+    """
+    import onnx
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    chosen = set(nodes) if nodes is not None else {n.name for n in graph.node if n.op_type == "MatMul"}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    types = {v.name: v for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    added = []
+    for tensor, users in consumers.items():
+        quantised = [u for u in users if u.name in chosen and u.input[0] == tensor]
+        if not quantised or len(quantised) == len(users):
+            continue
+        copy_name = f"{tensor}__to_matmul"
+        added.append(onnx.helper.make_node("Identity", [tensor], [copy_name], name=f"{tensor}__isolate"))
+        if tensor in types:
+            info = onnx.ValueInfoProto()
+            info.CopyFrom(types[tensor])
+            info.name = copy_name
+            graph.value_info.append(info)
+        for user in quantised:
+            user.input[0] = copy_name
+    if added:
+        # keep the graph topologically sorted: each Identity right after its input's producer
+        producer_of = {o: i for i, n in enumerate(graph.node) for o in n.output}
+        ordered = list(graph.node)
+        for ident in sorted(added, key=lambda n: -producer_of.get(n.input[0], -1)):
+            ordered.insert(producer_of.get(ident.input[0], -1) + 1, ident)
+        del graph.node[:]
+        graph.node.extend(ordered)
+    onnx.save_model(model, str(dst))
+    return len(added)
+
+
+def uniform_batches(batches, batch_size: int | None = None):
+    """The cells of ``batches`` re-batched into equal batches padded to one common length."""
+    cells = unpad_batches(batches)
+    size = int(batch_size or max(len(b[0]) for b in batches))
+    length = max(len(c) for c in cells)
+    out = []
+    for start in range(0, len(cells) - size + 1, size):
+        ids, mask = pad_batch(cells[start : start + size])
+        pad = length - ids.shape[1]
+        out.append((np.pad(ids, ((0, 0), (0, pad))), np.pad(mask, ((0, 0), (0, pad)))))
+    return out or [pad_batch(cells)]
+
+
+def quantize_with_recipe(src, dst, recipe: QuantRecipe, calibration=None) -> None:
+    """Quantise the pre-processed fp32 model ``src`` into ``dst`` following ``recipe``."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_dynamic, quantize_static
+
+    if recipe.mode == "dynamic":
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            op_types_to_quantize=list(recipe.op_types),
+            per_channel=recipe.per_channel,
+            weight_type=getattr(QuantType, recipe.weight_type),
+        )
+        return
+    if not calibration:
+        raise InputError(f"int8 candidate {recipe.name} (static) needs calibration batches")
+
+    class Reader(_BatchReader, CalibrationDataReader):
+        pass
+
+    if recipe.calibrate_method != "MinMax":
+        # the histogram calibrators stack every batch's activations: they need one shape
+        calibration = uniform_batches(calibration)
+    # the QDQ quantiser ignores MatMulConstBOnly: name the weight MatMuls explicitly
+    nodes = weight_matmul_nodes(src) if recipe.const_b_only else None
+    with tempfile.TemporaryDirectory(prefix=".isolate_", dir=Path(dst).parent) as tmp:
+        if recipe.isolate_inputs:
+            isolated = Path(tmp) / "isolated.onnx"
+            isolate_matmul_inputs(src, isolated, nodes)
+            src = isolated
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(recipe.op_types),
+            nodes_to_quantize=nodes,
+            per_channel=recipe.per_channel,
+            activation_type=getattr(QuantType, recipe.activation_type),
+            weight_type=getattr(QuantType, recipe.weight_type),
+            calibrate_method=getattr(CalibrationMethod, recipe.calibrate_method),
+            calibration_providers=["CPUExecutionProvider"],
+            extra_options={
+                "MatMulConstBOnly": recipe.const_b_only,
+                "OpTypesToExcludeOutputQuantization": [] if recipe.quantize_outputs else list(recipe.op_types),
+            },
+        )
+
+
+def _embed_all(backend, batches) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    cells = [backend.embed(ids, mask).cell for ids, mask in batches]
+    return np.concatenate(cells), time.perf_counter() - t0
+
+
+def _choose(candidates: dict, select: str) -> str | None:
+    passing = {k: v for k, v in candidates.items() if v.get("passed")}
+    if not passing:
+        return None
+    if select == "accuracy":
+        key = lambda k: (-passing[k]["mean_cosine"], -passing[k]["min_cosine"])  # noqa: E731
+    elif select == "shift":
+        key = lambda k: (passing[k]["drift"]["shift_error_mixed_mean"], -passing[k]["mean_cosine"])  # noqa: E731
+    else:
+        key = lambda k: (passing[k]["seconds"], -passing[k]["mean_cosine"])  # noqa: E731
+    return min(passing, key=key)
+
+
+def quantize_onnx(
+    src,
+    dst,
+    calibration,
+    evaluation=None,
+    candidates=DEFAULT_CANDIDATES,
+    bar: dict | None = None,
+    select: str = "shift",
+    threads: int = 1,
+    drift: bool = True,
+    drift_batch_size: int = 8,
+    seed: int = 0,
+    keep_dir=None,
+) -> dict:
+    """Quantise the fp32 ``src`` to int8 and keep in ``dst`` the best candidate meeting the bar.
+
+    Parameters
+    ----------
+    src, dst
+        The fp32 export (:func:`export_onnx`) and the int8 file to write (atomically).
+    calibration
+        Padded batches ``[(input_ids, attention_mask), ...]`` for static calibration.
+    evaluation
+        Batches the candidates are scored on against fp32 ONNX Runtime (default: ``calibration``;
+        pass held-out batches for an unbiased score).
+    candidates
+        Recipe names of :data:`QUANT_RECIPES` to try.
+    bar
+        ``{"mean_cosine": 0.999, "min_cosine": 0.99}``: a candidate passes when the cosine of its
+        cell embeddings with fp32's meets both on the evaluation batches.
+    select
+        Among passing candidates keep the one with the smallest ISP ``"shift"`` error against
+        fp32 when a cell and its perturbations sit in different, mixed batches (the
+        composition drift of dynamic scales plus the quantisation error; needs ``drift``),
+        the best ``"accuracy"`` (mean cosine) or the best ``"speed"`` on the evaluation batches.
+    threads
+        ONNX Runtime intra-op threads.
+    drift, drift_batch_size
+        Also measure :func:`composition_drift` of every candidate (and of fp32) on the
+        evaluation cells.
+    keep_dir
+        When given, every candidate's quantised file is also kept there as ``{name}.onnx``
+        (for benchmarks that time each recipe).
+
+    Returns
+    -------
+    dict
+        Report with the pre-processing, fp32 timing, every candidate's recipe, cosines,
+        timing, file size, drift figures (or error), and ``chosen``.
+
+    Raises
+    ------
+    QuantizationError
+        When no candidate passes (an :class:`InputError`: the message lists every candidate's figures).
+    """
+    import onnx
+
+    from netpert.isp.backends.onnx import OnnxBackend
+
+    bar = {**DEFAULT_BAR, **(bar or {})}
+    if select not in SELECT_RULES:
+        raise InputError(f"select must be one of {SELECT_RULES}, got {select!r}")
+    recipes = [parse_recipe(name) for name in candidates]
+    if not recipes:
+        raise InputError("no int8 candidates given (isp.onnx.int8_candidates is empty)")
+    calibration = list(calibration)
+    evaluation = list(evaluation) if evaluation is not None else calibration
+    if not evaluation:
+        raise InputError("quantize_onnx needs at least one evaluation batch")
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise InputError(f"fp32 ONNX model not found: {src} (run export_onnx first)")
+    metadata = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+
+    report = {
+        "src": str(src),
+        "dst": str(dst),
+        "bar": bar,
+        "select": select,
+        "threads": int(threads),
+        "n_calibration_batches": len(calibration),
+        "n_calibration_cells": int(sum(len(b[0]) for b in calibration)),
+        "n_evaluation_batches": len(evaluation),
+        "n_evaluation_cells": int(sum(len(b[0]) for b in evaluation)),
+        "evaluation_held_out": evaluation is not calibration,
+        "candidates": {},
+    }
+    eval_cells = unpad_batches(evaluation)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".quantize_", dir=dst.parent) as tmp:
+        tmp = Path(tmp)
+        pre = tmp / "preprocessed.onnx"
+        report["preprocess"] = preprocess_for_quantization(src, pre)
+        report["attention_fused"] = fuse_file(pre, metadata)
+        fp32 = OnnxBackend(src, threads=threads, providers="cpu", name="onnx")
+        ref, seconds = _embed_all(fp32, evaluation)
+        report["fp32"] = {"seconds": round(seconds, 4), "file_size_bytes": os.path.getsize(src)}
+        if drift:
+            report["fp32"]["drift"] = composition_drift(fp32, eval_cells, batch_size=drift_batch_size, seed=seed)
+        for recipe in recipes:
+            entry = {"recipe": recipe.as_dict()}
+            report["candidates"][recipe.name] = entry
+            path = tmp / f"{recipe.name}.onnx"
+            try:
+                t0 = time.perf_counter()
+                quantize_with_recipe(pre, path, recipe, calibration)
+                entry["quantize_seconds"] = round(time.perf_counter() - t0, 3)
+                backend = OnnxBackend(path, threads=threads, providers="cpu", name="onnx_int8")
+                emb, seconds = _embed_all(backend, evaluation)
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing recipe is reported, the others go on
+                entry.update(passed=False, error=f"{type(exc).__name__}: {exc}"[:500])
+                log.warning("int8 candidate %s failed: %s", recipe.name, entry["error"])
+                continue
+            cos = cosine_rows(emb, ref)
+            entry.update(
+                mean_cosine=float(cos.mean()),
+                min_cosine=float(cos.min()),
+                seconds=round(seconds, 4),
+                file_size_bytes=os.path.getsize(path),
+                passed=bool(cos.mean() >= bar["mean_cosine"] and cos.min() >= bar["min_cosine"]),
+            )
+            if drift:
+                entry["drift"] = composition_drift(
+                    backend, eval_cells, reference=fp32, batch_size=drift_batch_size, seed=seed
+                )
+            backend.close()
+            log.info("int8 candidate %s: %s", recipe.name, {k: v for k, v in entry.items() if k != "recipe"})
+        fp32.close()
+        if keep_dir is not None:
+            Path(keep_dir).mkdir(parents=True, exist_ok=True)
+            for name, entry in report["candidates"].items():
+                if "error" not in entry:
+                    write_single_file(
+                        tmp / f"{name}.onnx",
+                        Path(keep_dir) / f"{name}.onnx",
+                        {**metadata, "netpert.precision": "int8", "netpert.quantization": name},
+                    )
+        chosen = _choose(report["candidates"], select if drift or select != "shift" else "accuracy")
+        report["select_used"] = select if drift or select != "shift" else "accuracy"
+        report["chosen"] = chosen
+        if chosen is None:
+            figures = "; ".join(
+                f"{k}: " + (f"mean {v['mean_cosine']:.5f}, min {v['min_cosine']:.5f}" if "mean_cosine" in v else v["error"])
+                for k, v in report["candidates"].items()
+            )
+            raise QuantizationError(
+                f"no int8 candidate meets the consistency bar (mean cosine >= {bar['mean_cosine']}, "
+                f"min >= {bar['min_cosine']} vs fp32) on {report['n_evaluation_cells']} cells: {figures}. "
+                "Try other isp.onnx.int8_candidates (e.g. static-qdq, *-perchannel), more n_calibration, "
+                "or leave onnx_int8 out of isp.methods",
+                report,
+            )
+        # dynamic scales depend on the batch: keep a cell and its perturbations in one batch
+        report["recommended_batching"] = "cell_grouped" if parse_recipe(chosen).mode == "dynamic" else "any"
+        metadata.update({"netpert.precision": "int8", "netpert.quantization": chosen})
+        with atomic_path(dst) as out:
+            write_single_file(tmp / f"{chosen}.onnx", out, metadata)
+        report["file_size_bytes"] = os.path.getsize(dst)
+    return report
+
+
+def token_batches(paths, n_calibration: int = 64, n_evaluation: int | None = None, batch_size: int = 8, seed: int = 0):
+    """Calibration and held-out evaluation batches drawn from tokenized parquet files.
+
+    ``paths``: parquet files with columns ``cell_id``, ``input_ids`` (list of ints) and
+    ``length`` (the ``isp_tokenize`` output). ``n_calibration`` cells are drawn at random for
+    calibration and ``n_evaluation`` (default: as many) other cells for scoring; when the files
+    hold fewer cells, the two sets are split evenly (or shared, for a single cell; the report
+    says ``evaluation_held_out: False`` then). Returns ``(calibration, evaluation, info)``.
+    """
+    import pandas as pd
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames = []
+    for path in paths:
+        frame = pd.read_parquet(path)
+        if "input_ids" not in frame.columns:
+            raise InputError(f"{path}: no input_ids column (expected the isp_tokenize output: cell_id, input_ids, length)")
+        frames.append(frame[["input_ids"]])
+    if not frames:
+        raise InputError("no token files given to draw calibration batches from")
+    cells = [np.asarray(x, dtype=np.int64) for x in pd.concat(frames, ignore_index=True)["input_ids"]]
+    cells = [c for c in cells if len(c) > 0]
+    if not cells:
+        raise InputError(f"the token files {list(map(str, paths))} hold no cells with tokens")
+    if int(n_calibration) < 1:
+        raise InputError(f"n_calibration must be >= 1, got {n_calibration}")
+    n_evaluation = int(n_calibration if n_evaluation is None else n_evaluation)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(cells))
+    if len(cells) >= n_calibration + n_evaluation:
+        cal_idx, eval_idx = order[:n_calibration], order[n_calibration : n_calibration + n_evaluation]
+    elif len(cells) >= 2:
+        half = len(cells) // 2
+        cal_idx, eval_idx = order[:half], order[half:]
+    else:
+        cal_idx = eval_idx = order
+
+    def batches(index):
+        return [pad_batch([cells[i] for i in index[s : s + batch_size]]) for s in range(0, len(index), batch_size)]
+
+    info = {
+        "n_cells_available": len(cells),
+        "n_calibration_cells": len(cal_idx),
+        "n_evaluation_cells": len(eval_idx),
+        "evaluation_held_out": bool(len(cells) >= 2),
+        "batch_size": int(batch_size),
+    }
+    return batches(cal_idx), batches(eval_idx), info
