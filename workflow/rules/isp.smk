@@ -8,7 +8,9 @@ ISP = config["isp"]
 ISP_PLAN = plan_methods(ISP["methods"], ISP["device"])
 ISP_METHODS = list(ISP_PLAN.methods)
 #: method -> the artifact file it runs from (the registry's names, under results/isp/)
-ISP_ARTIFACTS = {m.name: out(f"isp/{m.artifact}") for m in REGISTRY.values() if m.artifact}
+ISP_ARTIFACTS = {
+    m.name: out(f"isp/{m.artifact}") for m in REGISTRY.values() if m.artifact
+}
 ISP_GPU = {"gpu": 1} if ISP_PLAN.wants_gpu else {}
 ISP_ENV = f"{ENVS}/isp-gpu.yaml" if ISP_PLAN.wants_gpu else f"{ENVS}/isp-cpu.yaml"
 
