@@ -12,26 +12,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 
-#: small enough for CI (2 cores): 2 strata of 40 cells, few bootstraps, a 2-layer model
-TINY_CONFIG = {
-    "input": "embedded:pbmc68k_reduced",
-    "results": "results",
-    "data": {"cell_type_key": "bulk_labels", "min_cells_per_gene": 3},
-    "regulators": {"lists": ["tfs", "cotfs"]},
-    "strata": {"min_cells": 90, "max_cells": 40, "seed": 0},
-    "aracne": {"bootstraps": 4, "bootstraps_per_job": 2, "fdr": None, "pvalue": 1e-2, "bonferroni": False, "threads": 1, "min_targets": 3},
-    "viper": {"signature": "scale", "min_targets": 3, "top_k": 2},
-    "isp": {
-        "model": "random-init:tiny",
-        "cells_per_stratum": 3,
-        "targets": {"top_k": 4},  # 2 up + 2 down master regulators: at least one expressed in the 3 cells
-        "methods": "auto",
-        "max_len": 256,
-        "threads": 1,
-        "onnx": {"n_calibration": 8},
-    },
-    "report": {"umap": True},
-}
+#: the tiny config (the catalog convention's .test/config/config.yaml): small enough for CI (2 cores),
+#: 2 strata of 40 cells, few bootstraps, a 2-layer model
+TINY_CONFIG_PATH = ROOT / ".test" / "config" / "config.yaml"
+TINY_CONFIG = yaml.safe_load(TINY_CONFIG_PATH.read_text())
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -42,7 +26,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def write_tiny_config(directory: str | os.PathLike, **overrides) -> Path:
-    """Write the tiny config (deep-merged with ``overrides``) to ``directory/tiny.yaml``."""
+    """Write the tiny config (.test/config/config.yaml deep-merged with ``overrides``) to ``directory/tiny.yaml``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "tiny.yaml"
