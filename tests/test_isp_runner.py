@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import anndata as ad
@@ -9,19 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from netpert.errors import InputError
 from netpert.isp.backends import DEFAULT_BATCHING, make_backend, resolve_device
 from netpert.isp.backends.base import pad_batch
-from netpert.isp.methods import plan_methods, run_check
 from netpert.isp.backends.torch_fast import amp_plan, cpu_bf16_support
+from netpert.isp.methods import plan_methods, run_check
 from netpert.isp.model import UNTRAINED_NOTE, build_model, write_model
 from netpert.isp.perturb import make_specs
 from netpert.isp.profiling import Profiler, throughput
 from netpert.isp.records import read_perf, read_result
 from netpert.isp.runner import infer_stratum, make_batches, run_isp
-from netpert.isp.tokens import read_tokens, tokenize_stratum
 from netpert.isp.tokenizer import tokenize_for_model
+from netpert.isp.tokens import read_tokens, tokenize_stratum
 
 GENES = [f"G{i}" for i in range(40)]
 
@@ -156,7 +156,7 @@ def test_run_check_where_the_job_runs(monkeypatch):
     assert device == "cpu" and reason is None and "no CUDA device" in note
     assert run_check("batched", "auto") == ("cpu", None, "")
     # amp chosen by auto where it cannot gain is not run; listed by name it runs
-    monkeypatch.setitem(methods.REGISTRY, "amp", methods.dataclasses.replace(methods.REGISTRY["amp"], gain=lambda d: (False, "no bf16 units")))
+    monkeypatch.setitem(methods.REGISTRY, "amp", dataclasses.replace(methods.REGISTRY["amp"], gain=lambda d: (False, "no bf16 units")))
     assert "cannot be faster" in run_check("amp", "auto", explicit=False)[1]
     assert run_check("amp", "auto", explicit=True)[1] is None
     monkeypatch.setattr(methods, "cuda_available", lambda: True)

@@ -53,6 +53,19 @@ def test_build_and_backend_refuse_without_device(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_build_rule_records_not_built_without_device(tmp_path):
+    """build_tensorrt is planned from the config alone: on a machine without a device its job
+    leaves an empty plan and a "not built" report, and the engine's loader says so."""
+    import json
+
+    if OK:
+        pytest.skip("a device is present: the engine is built")
+    report = trt_backend.build_or_record(tmp_path / "m.onnx", tmp_path / "m.plan", tmp_path / "m.plan.json")
+    assert report["status"] == "not built" and report["reason"] in ("no CUDA device", "tensorrt not installed")
+    assert (tmp_path / "m.plan").stat().st_size == 0
+    assert json.loads((tmp_path / "m.plan.json").read_text())["status"] == "not built"
+
+
 def test_profile_shapes_defaults_and_overrides():
     prof = profile_shapes(max_batch=64, max_len=2048)
     assert set(prof) == {"input_ids", "attention_mask"}

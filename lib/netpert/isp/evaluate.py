@@ -27,7 +27,14 @@ from netpert._io import atomic_path
 from netpert.errors import InputError
 from netpert.isp import metrics as M
 from netpert.isp.methods import BASELINE
-from netpert.isp.records import METRICS_COLUMNS, NOT_RUN, OK, PerfRecord, read_perf, read_result
+from netpert.isp.records import (
+    METRICS_COLUMNS,
+    NOT_RUN,
+    OK,
+    PerfRecord,
+    read_perf,
+    read_result,
+)
 
 log = logging.getLogger(__name__)
 

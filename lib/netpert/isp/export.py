@@ -223,7 +223,7 @@ def export_onnx(
     model,
     path,
     layer: int = -2,
-    opset: int = 17,
+    opset: int = 18,
     check: bool = True,
     atol: float = 1e-4,
     exporter: str = "auto",

@@ -14,7 +14,6 @@ alone (:func:`plan_methods`, at parse time, on a submit host that may have no GP
 from __future__ import annotations
 
 import importlib
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 

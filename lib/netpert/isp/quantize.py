@@ -356,8 +356,14 @@ def uniform_batches(batches, batch_size: int | None = None):
 
 def quantize_with_recipe(src, dst, recipe: QuantRecipe, calibration=None) -> None:
     """Quantise the pre-processed fp32 model ``src`` into ``dst`` following ``recipe``."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     if recipe.mode == "dynamic":
         quantize_dynamic(

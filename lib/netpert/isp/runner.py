@@ -32,7 +32,14 @@ from netpert.isp import metrics
 from netpert.isp.backends.base import pad_batch
 from netpert.isp.methods import BATCHINGS, get_method, run_check
 from netpert.isp.perturb import PerturbationSpec, expand
-from netpert.isp.records import NOT_RUN, OK, PerfRecord, empty_result_arrays, write_perf, write_result
+from netpert.isp.records import (
+    NOT_RUN,
+    OK,
+    PerfRecord,
+    empty_result_arrays,
+    write_perf,
+    write_result,
+)
 from netpert.isp.tokens import read_tokens, special_ends
 
 log = logging.getLogger(__name__)

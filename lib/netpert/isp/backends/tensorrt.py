@@ -233,8 +233,8 @@ def build_engine(
         with open(tmp, "wb") as fh:
             fh.write(memoryview(serialized))
     return {
-        "onnx": str(onnx_path),
-        "plan": str(plan_path),
+        "onnx": Path(onnx_path).name,
+        "plan": Path(plan_path).name,
         "tensorrt": trt.__version__,
         "device": available()[1],
         "profile": {k: [list(s) for s in v] for k, v in profile.items()},
@@ -246,6 +246,24 @@ def build_engine(
         "layer": int(meta["netpert.layer"]) if "netpert.layer" in meta else None,
         "hidden_states_index": int(meta["netpert.hidden_states_index"]) if "netpert.hidden_states_index" in meta else None,
     }
+
+
+def build_or_record(onnx_path, plan_path, report_path, **settings) -> dict:
+    """Rule ``build_tensorrt``: the engine where this job has a CUDA device and TensorRT, else an
+    empty ``model.plan`` and a report with ``status`` "not built" and the reason (the workflow
+    plans the rule from the config alone; the tensorrt jobs then write "not run" records)."""
+    from netpert.isp.export import write_report
+
+    ok, reason = available()
+    if ok:
+        report = {"status": "built", **build_engine(onnx_path, plan_path, **settings)}
+    else:
+        reason = reason.removeprefix("not run: ")
+        with atomic_path(plan_path) as tmp:
+            Path(tmp).write_bytes(b"")
+        report = {"status": "not built", "reason": reason, "onnx": Path(onnx_path).name, "plan": Path(plan_path).name}
+    write_report(report, report_path)
+    return report
 
 
 # --------------------------------------------------------------------------- device: run
@@ -279,6 +297,11 @@ class TensorRTBackend(Backend):
         self.path = Path(plan_path)
         if not self.path.is_file():
             raise InputError(f"TensorRT plan not found: {self.path} (run the build_tensorrt rule first)")
+        if self.path.stat().st_size == 0:
+            raise InputError(
+                f"{self.path} is empty: the build_tensorrt job ran where it could not build an engine "
+                f"(see {self.path.name}.json); rerun it on a machine with a CUDA device and TensorRT"
+            )
         self.name = name
         self.device = "cuda"
         self._trt = trt
