@@ -1,0 +1,62 @@
+"""The ISP jobs are planned from the config alone: isp.device cuda plans TensorRT on a CPU-only
+host, and the jobs that land where their method cannot run write "not run" records."""
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+from workflow_utils import run_snakemake, write_tiny_config
+
+pytestmark = pytest.mark.workflow
+
+
+def _jobs(stdout: str) -> dict[str, int]:
+    """Job counts of a dry run's 'Job stats' table."""
+    counts, on = {}, False
+    for line in stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            on = True
+            continue
+        if on:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_cuda_plan_on_a_cpu_host_and_not_run_records(tmp_path):
+    import netpert.isp.methods as M
+
+    if M.cuda_available():
+        pytest.skip("a CUDA device is present: the tensorrt jobs would run")
+    work = tmp_path / "run"
+    # targets from a gene list: the ISP jobs need no networks (a short run)
+    cfg = write_tiny_config(tmp_path, isp={"device": "cuda", "methods": ["baseline", "batched", "tensorrt"]})
+    run_snakemake(work, cfg, ["--until", "stratify"])
+    strata = sorted(p.stem for p in (work / "results" / "strata").glob("*.h5ad") if not p.stem.endswith(".null"))
+    assert strata
+    plan = run_snakemake(work, cfg, ["-n"])
+    jobs = _jobs(plan.stdout)
+    assert jobs.get("build_tensorrt") == 1 and jobs["isp_infer"] == 3 * len(strata), plan.stdout[-3000:]
+    assert "resources: " in plan.stdout and "gpu=1" in plan.stdout
+    cpu_plan = _jobs(run_snakemake(work, write_tiny_config(tmp_path / "cpu", isp={"device": "cpu"}), ["-n"]).stdout)
+    assert "build_tensorrt" not in cpu_plan
+
+    # run one stratum's ISP jobs here (no CUDA): tensorrt is "not run", the others ran on the CPU
+    cells = ad.read_h5ad(work / "results" / "strata" / f"{strata[0]}.h5ad")
+    mean = np.asarray(cells.X.mean(axis=0)).ravel()
+    genes = [str(g) for g in cells.var_names[np.argsort(-mean)[:2]]]
+    cfg = write_tiny_config(
+        tmp_path, isp={"device": "cuda", "methods": ["baseline", "tensorrt"], "targets": {"source": "list", "genes": genes}}
+    )
+    targets = [f"results/isp/{m}/{strata[0]}.perf.json" for m in ("baseline", "tensorrt")]
+    run_snakemake(work, cfg, targets)
+    trt = json.loads((work / targets[1]).read_text())
+    assert trt["status"] == "not run" and trt["reason"] == "no CUDA device in this job"
+    base = json.loads((work / targets[0]).read_text())
+    assert base["status"] == "ok" and base["device"] == "cpu" and "ran on the CPU" in base["note"]
+    built = json.loads((work / "results" / "isp" / "model.plan.json").read_text())
+    assert built["status"] == "not built"
