@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,10 +29,13 @@ SCRIPT = ROOT / "docs" / "slurm_local_cluster.sh"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 STATE = Path(os.environ.get("NETPERT_SLURM_STATE", "/tmp/netpert-slurm"))
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client")
+#: the longest the tiny workflow may take through the cluster (a slow or busy machine: 20+ minutes)
+RUN_TIMEOUT = 2400
 
 # On the local cluster: no accounting storage, so job states come from squeue (the cluster keeps
-# finished jobs MinJobAge=3600 s); poll every 2 s instead of 40 so that the test is quick; keep the
-# SLURM logs of successful jobs so that the test can read them.
+# finished jobs MinJobAge=3600 s by default; the tests record them as they run, JobRecorder); poll
+# every 2 s instead of 40 so that the test is quick; keep the SLURM logs of successful jobs so that
+# the test can read them.
 CLUSTER_ARGS = [
     "--workflow-profile",
     str(PROFILE),
@@ -84,14 +88,62 @@ def _slurm(*args: str) -> str:
     return subprocess.run(list(args), capture_output=True, text=True, check=True, env=env, timeout=60).stdout
 
 
-def _jobs_of_run(run_id: str) -> pd.DataFrame:
-    """Every SLURM job of one snakemake run (its jobs are named by the run id), from squeue."""
-    out = _slurm("squeue", "--states=all", "--noheader", "--name", run_id, "--format=%i|%k|%T|%m|%C")
-    rows = [line.split("|") for line in out.splitlines() if line.strip()]
-    df = pd.DataFrame(rows, columns=["slurm_id", "comment", "state", "mem", "cpus"])
-    df["cpus"] = df["cpus"].astype(int)
-    df["mem_mb"] = df["mem"].map(_mem_to_mb)
-    return df.set_index("slurm_id")
+#: squeue's columns for a job: name (the run id), id, comment (rule_<rule>...), state, memory, CPUs
+SQUEUE_FORMAT = "%j|%i|%k|%T|%m|%C"
+
+
+def _squeue_rows() -> list[list[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    proc = subprocess.run(
+        ["squeue", "--states=all", "--noheader", f"--format={SQUEUE_FORMAT}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if proc.returncode != 0:  # slurmctld busy for a moment: the next poll reads it
+        return []
+    return [line.split("|", 5) for line in proc.stdout.splitlines() if line.count("|") == 5]
+
+
+class JobRecorder:
+    """Records every job squeue shows, polling while a run goes on, so that the jobs of a run can be
+    checked after it ends however long it took: without accounting storage squeue is the only record,
+    and it forgets a finished job MinJobAge seconds after it ends (3600 s on the local cluster; a
+    cluster started with a smaller NETPERT_SLURM_MIN_JOB_AGE, or a run longer than it, would otherwise
+    lose its first jobs before the check). The last row seen of a job wins (its latest state)."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.rows: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _record(self):
+        for row in _squeue_rows():
+            self.rows[row[1]] = row
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self._record()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=120)
+        self._record()  # the final states
+
+    def jobs_of_run(self, run_id: str) -> pd.DataFrame:
+        """Every SLURM job of one snakemake run (its jobs are named by the run id)."""
+        rows = [row[1:] for row in self.rows.values() if row[0] == run_id]
+        df = pd.DataFrame(rows, columns=["slurm_id", "comment", "state", "mem", "cpus"])
+        df["cpus"] = df["cpus"].astype(int)
+        df["mem_mb"] = df["mem"].map(_mem_to_mb)
+        return df.set_index("slurm_id")
 
 
 def _mem_to_mb(text: str) -> int:
@@ -161,6 +213,14 @@ def slurm_cluster():
                 f"docs/slurm_local_cluster.sh start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             )
         info = _slurm("sinfo", "--noheader", "-N", "-n", "localhost", "--format=%P|%T|%c|%m").split("|")
+        # the plugin follows jobs with squeue only where MinJobAge >= 3 x the first status check's delay
+        # (2 s here), else it goes back to sacct, which fails without accounting storage
+        age = re.search(r"^MinJobAge\s*=\s*(\d+)", _slurm("scontrol", "show", "config"), re.M)
+        init = int(CLUSTER_ARGS[CLUSTER_ARGS.index("--slurm-init-seconds-before-status-checks") + 1])
+        assert age and int(age.group(1)) >= 3 * init, (
+            f"the local cluster's MinJobAge is {age.group(1) if age else '?'} s: restart it "
+            "(docs/slurm_local_cluster.sh stop; start)"
+        )
         yield {"partition": info[0].rstrip("*"), "cpus": int(info[2]), "mem_mb": int(info[3])}
     finally:
         try:
@@ -294,7 +354,8 @@ def test_job_over_its_memory_is_retried_with_twice_the_memory(slurm_cluster, no_
         str(tmp_path / "Snakefile"),
         *CLUSTER_ARGS,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    with JobRecorder() as recorder:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
 
@@ -307,7 +368,7 @@ def test_job_over_its_memory_is_retried_with_twice_the_memory(slurm_cluster, no_
     assert (int(second_mem), _mem_to_mb(second_slurm)) == (2 * base_mb, 2 * base_mb)
     assert (tmp_path / "hog.txt").read_text().split() == attempts[1]
 
-    jobs = _jobs_of_run(_run_id(output))
+    jobs = recorder.jobs_of_run(_run_id(output))
     assert jobs.loc[first_id, "state"] in {"FAILED", "OUT_OF_MEMORY", "CANCELLED"}
     assert jobs.loc[second_id, "state"] == "COMPLETED"
     assert [jobs.loc[first_id, "mem_mb"], jobs.loc[second_id, "mem_mb"]] == [base_mb, 2 * base_mb]
@@ -384,7 +445,10 @@ def _assert_same_results(local: Path, cluster: Path) -> int:
 @pytest.mark.workflow
 def test_tiny_workflow_through_slurm_profile_matches_local_run(slurm_cluster, no_slurm_conf, tiny_run, tmp_path):
     config = write_tiny_config(tmp_path)
-    proc = run_snakemake(tmp_path, config, CLUSTER_ARGS, check=False, timeout=900)
+    # jobs are recorded as the run goes (JobRecorder), so a long run (20 minutes on a slow machine)
+    # still has every job checked; the timeout leaves room for that
+    with JobRecorder() as recorder:
+        proc = run_snakemake(tmp_path, config, CLUSTER_ARGS, check=False, timeout=RUN_TIMEOUT)
     output = proc.stdout + proc.stderr
     (tmp_path / "snakemake.stdout").write_text(output)
     assert proc.returncode == 0, output[-8000:]
@@ -393,7 +457,7 @@ def test_tiny_workflow_through_slurm_profile_matches_local_run(slurm_cluster, no
     # for, which SLURM enforces here) and completed on the cluster
     submissions = _submissions(output)
     assert submissions, "no job was submitted with sbatch"
-    jobs = _jobs_of_run(_run_id(output))
+    jobs = recorder.jobs_of_run(_run_id(output))
     assert set(jobs.index) == {sid for _, sid, _ in submissions}
     retried = [
         (sid, jobs.loc[sid, "comment"], jobs.loc[sid, "state"], log)
