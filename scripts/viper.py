@@ -1,7 +1,7 @@
 """Rule viper: VIPER / metaVIPER activity of every cell over the strata's regulons -> activity h5ad.
 
 X holds the NES (cells x regulators), layers['pvalue'] the two-sided p-values, layers['padj'] their
-Benjamini-Hochberg adjustment per cell, obs is copied from the cells, uns['viper'] the parameters.
+Benjamini-Hochberg adjustment per cell, layers['pes'] NaRnEA's PES (viper.enrichment: narnea), obs is copied from the cells, uns['viper'] the parameters.
 Empty regulon files are skipped with a warning; none left is an InputError.
 """
 
@@ -22,4 +22,5 @@ with script_logging(snakemake):  # noqa: F821
         pleiotropy=bool(p.pleiotropy),
         network_choice=str(p.network_choice),
         block_size=int(p.block_size),
+        enrichment=p.enrichment,
     )

@@ -234,7 +234,8 @@ def test_workflow_scripts(tmp_path):
             _net(a.var_names, n_regs=4, seed=10 + k).to_csv(p, sep="\t", index=False)
         paths.append(str(p))
     out = tmp_path / "viper" / "activity.h5ad"
-    params = dict(signature="scale", eset_filter=False, min_targets=10, mvws=1, pleiotropy=False, network_choice="integrate", block_size=25)
+    params = dict(signature="scale", eset_filter=False, min_targets=10, mvws=1, pleiotropy=False, network_choice="integrate", block_size=25,
+                  enrichment="area")
     sm, log = fake_snakemake(tmp_path, "viper", {"cells": str(cells), "regulons": paths}, {"activity": str(out)}, params)
     run_script("viper.py", sm)
     act = ad.read_h5ad(out)
@@ -245,7 +246,12 @@ def test_workflow_scripts(tmp_path):
     np.testing.assert_allclose(act.layers["pvalue"], p.to_numpy())
     np.testing.assert_allclose(act.layers["padj"], padj.to_numpy())
     assert act.uns["viper"]["method"] == "scale" and list(act.uns["viper"]["networks"]) == ["s1", "s2"]
-    assert "is empty" in log.read_text()
+    assert "is empty" in log.read_text() and "pes" not in act.layers
+    nar = tmp_path / "viper" / "narnea.h5ad"
+    sm, _ = fake_snakemake(tmp_path, "viper", {"cells": str(cells), "regulons": paths}, {"activity": str(nar)}, {**params, "enrichment": "narnea"})
+    run_script("viper.py", sm)
+    act_n = ad.read_h5ad(nar)
+    assert act_n.layers["pes"].shape == act_n.shape and act_n.uns["viper"]["enrichment"] == "narnea"
 
     tsv = tmp_path / "viper" / "master_regulators.tsv"
     sm, _ = fake_snakemake(tmp_path, "master_regulators", {"activity": str(out), "regulons": paths}, {"tsv": str(tsv)},

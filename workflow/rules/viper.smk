@@ -21,6 +21,7 @@ rule viper:
         pleiotropy=config["viper"]["pleiotropy"],
         network_choice=config["viper"]["network_choice"],
         block_size=config["viper"]["block_size"],
+        enrichment=config["viper"]["enrichment"],
     threads: 2
     resources:
         mem_mb=lambda wc, input, attempt: int(max(2000, 30 * input.size_mb) * attempt),

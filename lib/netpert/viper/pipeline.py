@@ -1,4 +1,4 @@
-"""VIPER / metaVIPER over cells in blocks: signature -> aREA per network -> pleiotropy -> combination.
+"""VIPER / metaVIPER over cells in blocks: signature -> aREA or NaRnEA per network -> pleiotropy -> combination.
 
 Memory: the cells are processed in blocks of ``block_size`` rows. Only one dense block of the
 expression matrix (and its signature) exists at a time; per-gene statistics come from a first
@@ -21,12 +21,17 @@ from netpert.errors import InputError
 from netpert.viper.area import BACKENDS, area_block, best_tail_max, cell_tail_max, prepare_network
 from netpert.viper.io import read_regulons, validate_regulons
 from netpert.viper.meta import CHOICES, combine
+from netpert.viper.narnea import integrate as integrate_narnea
+from netpert.viper.narnea import narnea_block, regulon_moments
 from netpert.viper.null import nes_pvalues
 from netpert.viper.pleiotropy import PleiotropyArgs, ShadowModel, correct_block
 
 _sig = importlib.import_module("netpert.viper.signature")  # module-level lookups, so tests can spy on dense_rows
 
 log = logging.getLogger(__name__)
+
+#: enrichment methods: R viper's aREA, or NaRnEA (pyviper's; NES and PES)
+ENRICHMENTS = ("area", "narnea")
 
 
 def _regulon_list(regulons):
@@ -62,7 +67,7 @@ def _check_overlap(tables, genes: pd.Index) -> None:
 def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_targets: int = 25, mvws=1,
           pleiotropy: bool = False, pleiotropy_args: dict | None = None, network_choice: str = "integrate",
           block_size: int = 5000, reference=None, layer: str | None = None, backend: str = "numba",
-          tail: str = "auto") -> pd.DataFrame:
+          tail: str = "auto", enrichment: str = "area") -> pd.DataFrame:
     """Protein activity (NES) of every regulator in every cell, as R viper / metaVIPER.
 
     Parameters
@@ -97,13 +102,25 @@ def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_t
         ``numba`` or ``python`` (the plain reference implementation).
     tail
         ``auto`` follows R (global tail maximum on the matrix path, per cell on the loop path);
-        ``global`` / ``column`` force one.
+        ``global`` / ``column`` force one (aREA only).
+    enrichment
+        ``area`` (R viper's aREA) or ``narnea`` (NaRnEA as pyviper computes it, see
+        :mod:`netpert.viper.narnea`: NES, and the PES in ``result.attrs["pes"]``; several networks
+        are integrated by pyviper's PES-based weights; no pleiotropy correction).
 
     Returns
     -------
     DataFrame, cells x regulators (NES). Regulators in network order (metaVIPER: union in order of
-    first appearance). ``attrs``: ``networks`` (names used) and, for ``auto``, ``network``.
+    first appearance). ``attrs``: ``networks`` (names used), for ``auto`` ``network``, for
+    NaRnEA ``pes`` (a DataFrame like the result).
     """
+    if enrichment not in ENRICHMENTS:
+        raise InputError(f"unknown enrichment {enrichment!r} (viper.enrichment); use one of {', '.join(ENRICHMENTS)}")
+    narnea = enrichment == "narnea"
+    if narnea and pleiotropy:
+        raise InputError("the pleiotropy correction is aREA's: use enrichment 'area' with viper.pleiotropy, or turn it off")
+    if narnea and network_choice != "integrate":
+        raise InputError(f"network_choice {network_choice!r} is aREA's; NaRnEA integrates networks by their PES (use 'integrate')")
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}")
     if network_choice not in CHOICES:
@@ -132,13 +149,27 @@ def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_t
     n_cells = X.shape[0]
     blocks = list(_sig.iter_blocks(n_cells, block_size))
     m_global = [None] * len(nets)
-    if len(blocks) > 1:
+    if len(blocks) > 1 and not narnea:
         m_global = _global_tail_maxima(X, signature, nets, blocks)
+    moments = [regulon_moments(n) for n in nets] if narnea else None
     union: list | None = None
     out: np.ndarray | None = None
+    pes_out: np.ndarray | None = None
     choice_all = np.zeros(n_cells, dtype=np.int64) if network_choice == "auto" else None
     for sel in blocks:
         sig = signature.transform(_sig.dense_rows(X, sel))
+        if narnea:
+            pairs = [narnea_block(sig, net, backend, moments[k]) for k, net in enumerate(nets)]
+            regs = [n.regulators for n in nets]
+            if len(pairs) == 1:
+                comb, pes, union = pairs[0][0], pairs[0][1], list(regs[0])
+            else:
+                comb, pes, union = integrate_narnea([p[0] for p in pairs], [p[1] for p in pairs], regs)
+            if out is None:
+                out, pes_out = np.empty((n_cells, len(union))), np.empty((n_cells, len(union)))
+            out[sel], pes_out[sel] = comb, pes
+            del sig
+            continue
         nes_list = []
         for k, net in enumerate(nets):
             nes = area_block(sig, net, m_global[k], backend)
@@ -154,6 +185,8 @@ def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_t
         del sig
     result = pd.DataFrame(out, index=cells, columns=pd.Index(union, name="regulator"))
     result.attrs["networks"] = [n.name for n in nets]
+    if pes_out is not None:
+        result.attrs["pes"] = pd.DataFrame(pes_out, index=cells, columns=pd.Index(union, name="regulator"))
     if choice_all is not None:
         result.attrs["network"] = np.asarray([nets[i].name for i in choice_all], dtype=object)
     return result
@@ -181,7 +214,7 @@ def _global_tail_maxima(X, signature, nets, blocks):
 # --------------------------------------------------------------------------------------------- workflow
 def activity_anndata(data, regulons, **kwargs):
     """VIPER activity as an AnnData: NES in X, two-sided p-values in ``layers['pvalue']``, BH-adjusted
-    (across the regulators of each cell) in ``layers['padj']``, obs copied from ``data`` (AnnData),
+    (across the regulators of each cell) in ``layers['padj']``, NaRnEA's PES in ``layers['pes']``, obs copied from ``data`` (AnnData),
     the parameters in ``uns['viper']``. Keyword arguments go to :func:`viper`."""
     import anndata as ad
 
@@ -191,6 +224,8 @@ def activity_anndata(data, regulons, **kwargs):
     out = ad.AnnData(X=nes.to_numpy(np.float64), obs=obs, var=pd.DataFrame(index=nes.columns.astype(str)))
     out.layers["pvalue"] = p.to_numpy()
     out.layers["padj"] = padj.to_numpy()
+    if "pes" in nes.attrs:
+        out.layers["pes"] = nes.attrs["pes"].to_numpy(np.float64)
     if "network" in nes.attrs:
         out.obs["viper_network"] = pd.Categorical(nes.attrs["network"])
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k not in ("reference",)}
@@ -202,7 +237,7 @@ def activity_anndata(data, regulons, **kwargs):
 
 def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str = "scale", eset_filter: bool = False,
               min_targets: int = 10, mvws=1, pleiotropy: bool = False, network_choice: str = "integrate",
-              block_size: int = 5000, backend: str = "numba") -> None:
+              block_size: int = 5000, backend: str = "numba", enrichment: str = "area") -> None:
     """The workflow's ``viper`` step: cells h5ad + regulon TSVs (one per stratum) -> activity h5ad.
 
     Empty regulon files are skipped with a warning; an InputError when none is left. Networks are
@@ -228,7 +263,8 @@ def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str
         raise InputError(f"all {len(regulon_paths)} regulon file(s) are empty ({[str(p) for p in regulon_paths][:5]}); no network to run VIPER with")
     log.info("VIPER on %d cells x %d genes with %d network(s): %s", adata.n_obs, adata.n_vars, len(tables), list(tables))
     act = activity_anndata(adata, tables, method=signature, eset_filter=eset_filter, min_targets=min_targets, mvws=mvws,
-                           pleiotropy=pleiotropy, network_choice=network_choice, block_size=block_size, backend=backend)
+                           pleiotropy=pleiotropy, network_choice=network_choice, block_size=block_size, backend=backend,
+                           enrichment=enrichment)
     act.uns["viper"]["regulon_files"] = [str(p) for p in regulon_paths]
     act.uns["viper"]["cells"] = str(cells_path)
     with atomic_path(activity_path) as tmp:

@@ -1,0 +1,95 @@
+"""NaRnEA (netpert.viper.narnea) against pyviper's outputs (fixtures/narnea), and its own checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import ndtri
+
+from netpert.errors import InputError
+from netpert.viper import activity_anndata, viper
+from netpert.viper.area import prepare_network
+from netpert.viper.narnea import MOR_CAP, narnea_block, ppnd7_upper
+
+FIX = Path(__file__).parent / "data" / "fixtures" / "narnea"
+EXPR = pd.read_csv(FIX / "expr.tsv.gz", sep="\t", index_col=0)
+NET1 = pd.read_csv(FIX / "network1.tsv", sep="\t")
+NET2 = pd.read_csv(FIX / "network2.tsv", sep="\t")
+CASES = {
+    "none": ("none", False, NET1),
+    "scale": ("scale", False, NET1),
+    "mad": ("mad", False, NET1),
+    "ttest": ("ttest", False, NET1),
+    "scale_eset": ("scale", True, NET1),
+    "scale_meta": ("scale", False, {"net1": NET1, "net2": NET2}),
+}
+
+
+def _ref(case: str, key: str) -> pd.DataFrame:
+    return pd.read_csv(FIX / f"{case}.{key}.tsv.gz", sep="\t", index_col=0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "python"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nes_and_pes_equal_pyviper(case, backend):
+    method, eset, nets = CASES[case]
+    nes = viper(EXPR, nets, method=method, eset_filter=eset, min_targets=30, enrichment="narnea", backend=backend)
+    ref_nes, ref_pes = _ref(case, "nes"), _ref(case, "pes")
+    assert set(nes.columns) == set(ref_nes.columns) and set(nes.index) == set(ref_nes.index)
+    np.testing.assert_allclose(nes.loc[ref_nes.index, ref_nes.columns], ref_nes, rtol=0, atol=1e-9)
+    pes = nes.attrs["pes"]
+    np.testing.assert_allclose(pes.loc[ref_pes.index, ref_pes.columns], ref_pes, rtol=0, atol=1e-9)
+    assert (pes.abs().to_numpy() <= 1 + 1e-12).all()
+
+
+def test_blocks_do_not_change_results():
+    whole = viper(EXPR, {"a": NET1, "b": NET2}, method="scale", min_targets=30, enrichment="narnea")
+    blocks = viper(EXPR, {"a": NET1, "b": NET2}, method="scale", min_targets=30, enrichment="narnea", block_size=7)
+    np.testing.assert_allclose(blocks, whole, atol=1e-12)
+    np.testing.assert_allclose(blocks.attrs["pes"], whole.attrs["pes"], atol=1e-12)
+
+
+def test_zeros_and_modes_are_deterministic():
+    rng = np.random.default_rng(1)
+    x = EXPR.to_numpy().copy()
+    x[rng.random(x.shape) < 0.3] = 0.0  # exact zeros: tied ranks, sign 0
+    net = NET1.copy()
+    net.loc[net.index[::7], "mor"] = 0.0  # purely undirected edges
+    net_obj = prepare_network(net, EXPR.columns, min_targets=30)
+    a = narnea_block(x, net_obj, "numba")
+    b = narnea_block(x, net_obj, "python")
+    np.testing.assert_allclose(a[0], b[0], atol=1e-10)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-10)
+    np.testing.assert_array_equal(narnea_block(x, net_obj)[0], a[0])  # no randomness
+    # a mode of exactly +-1 is +-0.999, as pyviper: the table with the cap applied gives the same
+    capped = NET1.assign(mor=NET1["mor"].clip(-MOR_CAP, MOR_CAP))
+    assert (NET1["mor"].abs() == 1).any()
+    np.testing.assert_array_equal(
+        narnea_block(x, prepare_network(capped, EXPR.columns, min_targets=30))[0],
+        narnea_block(x, prepare_network(NET1, EXPR.columns, min_targets=30))[0],
+    )
+
+
+def test_ppnd7_is_the_normal_quantile_to_seven_digits():
+    p = np.concatenate([np.logspace(-300, -1, 400), np.linspace(0.1, 0.5, 50)])
+    z = ppnd7_upper(np.log(p))
+    np.testing.assert_allclose(z, -ndtri(p), rtol=2e-7, atol=1e-7)
+
+
+def test_activity_layers_and_errors():
+    cells = ad.AnnData(EXPR.to_numpy(), obs=pd.DataFrame(index=EXPR.index), var=pd.DataFrame(index=EXPR.columns))
+    act = activity_anndata(cells, NET1, method="scale", min_targets=30, enrichment="narnea")
+    assert act.layers["pes"].shape == act.shape and np.isfinite(act.layers["pes"]).all()
+    assert act.uns["viper"]["enrichment"] == "narnea"
+    area = activity_anndata(cells, NET1, method="scale", min_targets=30)
+    assert "pes" not in area.layers
+    with pytest.raises(InputError, match="unknown enrichment 'gsea'"):
+        viper(EXPR, NET1, enrichment="gsea")
+    with pytest.raises(InputError, match="pleiotropy correction is aREA's"):
+        viper(EXPR, NET1, enrichment="narnea", pleiotropy=True, min_targets=30)
+    with pytest.raises(InputError, match="integrates networks by their PES"):
+        viper(EXPR, {"a": NET1, "b": NET2}, enrichment="narnea", network_choice="auto", min_targets=30)
