@@ -3,6 +3,8 @@ on synthetic results that mirror the workflow's file formats, and on the tiny wo
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import struct
 import subprocess
@@ -13,12 +15,40 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from netpert import InputError
+from netpert.isp.evaluate import evaluate_run
+from netpert.isp.metrics import judge
+from netpert.isp.records import (
+    METRICS_COLUMNS,
+    NOT_RUN,
+    QUALITY_PREFIXES,
+    RESULT_ARRAYS,
+    PerfRecord,
+    empty_result_arrays,
+    read_perf,
+    write_perf,
+    write_result,
+)
 from netpert.mr_table import MasterRegulatorTable
-from netpert.report import aggregate, build_report, environment, markdown, plots, tracking
+from netpert.report import (
+    ReportInputs,
+    ReportOptions,
+    ReportOutputs,
+    aggregate,
+    build_report,
+    environment,
+    markdown,
+    tracking,
+)
 
 METHODS = ("baseline", "batched", "onnx", "onnx_int8")
+#: methods whose jobs wrote "not run" records, with the reason
+NOT_RUN_REASONS = {
+    "amp": "cannot be faster on this machine (no bf16 / fp16 units); list it in isp.methods to run it anyway",
+    "tensorrt": "no CUDA device in this job",
+}
+BAR = {"mean_cosine": 0.999, "min_cosine": 0.99, "spearman": 0.95}
+OPTIONS = ReportOptions(bar=BAR, input="embedded:pbmc68k_reduced", cell_type_key="bulk_labels")
 STRATA = ("CD14_Monocyte", "Dendritic")
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 EXPECTED_FIGURES = {
@@ -39,7 +69,8 @@ def bench_line(s, rss, cpu):
 
 
 def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: int = 3, hidden: int = 16) -> dict:
-    """Synthetic results/ in the workflow's formats; returns the build_report keyword arguments."""
+    """Synthetic results/ in the workflow's formats (the ISP records by their writers, metrics.tsv by
+    isp_evaluate); returns the report's inputs."""
     rng = np.random.default_rng(0)
     res = root / "results"
     # strata
@@ -108,43 +139,64 @@ def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: in
     npz, perf = [], []
     base = rng.normal(0, 1, (len(STRATA), n_cells, hidden)).astype(np.float32)
     shift = rng.normal(0, 1, (n_pert, hidden)).astype(np.float32)
-    labels = np.array([f"delete TF{j}" for j in range(n_pert)])
+    labels = np.array([f"delete:TF{j}" for j in range(n_pert)])
     model_desc = {"spec": "random-init:tiny", "trained": trained, "n_layers": 2, "hidden_size": hidden}
+    untrained = None if trained else "untrained weights: timings and consistency only"
     for method, (wall, rss, _) in PERF.items():
         d = res / "isp" / method
-        d.mkdir()
         for k, slug in enumerate(STRATA):
             noise = 0 if method == "baseline" else 0.01
-            orig = base[k] + noise * rng.normal(0, 1, base[k].shape)
-            # netpert.isp.runner's npz: originals (cells, H), perturbed (perturbations, H), cell-major
+            orig = (base[k] + noise * rng.normal(0, 1, base[k].shape)).astype(np.float32)
+            # cell-major: every perturbation of cell 0, then of cell 1 ...
             cell_index = np.repeat(np.arange(n_cells), n_pert)
-            pert = orig[cell_index] + 0.8 * shift[np.tile(np.arange(n_pert), n_cells)]
-            np.savez_compressed(d / f"{slug}.npz", cell_ids=np.array([f"c{i}" for i in range(n_cells)]),
-                                original=orig.astype(np.float32), perturbed=pert.astype(np.float32),
-                                perturbation=np.tile(labels, n_cells), cell_index=cell_index,
-                                cosine=np.ones(len(pert)), metadata=np.asarray(json.dumps({"method": method})))
-            n_p = n_cells * n_pert
-            (d / f"{slug}.perf.json").write_text(json.dumps({
-                "method": method, "stratum": slug, "trained": trained,
-                "note": None if trained else "untrained weights: timings and consistency only",
-                "notes": [] if trained else ["untrained weights: timings and consistency only"],
-                "n_cells": n_cells, "n_perturbations": n_p, "n_sequences": n_cells + n_p, "n_skipped": 0,
-                "skipped": {lab: 0 for lab in labels}, "wall_s": wall, "cpu_time_s": 0.95 * wall, "cpu_percent": 95.0,
-                "peak_rss_mb": rss + 10 * k, "ru_maxrss_mb": rss + 50, "perturbations_per_s": n_p / wall,
-                "cells_per_s": n_cells / wall, "sequences_per_s": (n_cells + n_p) / wall, "gpu": None,
-                "gpu_util_percent": None, "gpu_peak_mem_mb": None, "load_s": 0.1, "batching": "length_sorted",
-                "batch_size": 32, "threads": 1, "layer": -2, "device": "cpu",
-                "backend": {"method": method, "device": "cpu", "runtime": "test runtime 1.0",
-                            "precision": "int8" if "int8" in method else "fp32", "providers": ["CPUExecutionProvider"]},
-                "model": model_desc, "machine": {"cpu_model": "Test CPU 9000"},
-            }))
+            pert = (orig[cell_index] + 0.8 * shift[np.tile(np.arange(n_pert), n_cells)]).astype(np.float32)
+            n_p = len(pert)
+            cosine = np.sum(orig[cell_index] * pert, axis=1) / (
+                np.linalg.norm(orig[cell_index], axis=1) * np.linalg.norm(pert, axis=1))
+            arrays = {
+                "cell_ids": np.array([f"c{i}" for i in range(n_cells)]), "original": orig, "perturbed": pert,
+                "perturbation": np.tile(labels, n_cells), "cell_index": cell_index,
+                "kind": np.full(n_p, "delete"), "targets": np.tile(np.char.replace(labels, "delete:", ""), n_cells),
+                "cosine": cosine.astype(np.float64), "cell_shift": 0.9 + 0.01 * np.arange(n_p, dtype=np.float64),
+                "n_genes_compared": np.full(n_p, 50), "top_genes": np.full((n_p, 2), "G1"),
+                "top_cosines": np.full((n_p, 2), 0.5, dtype=np.float32),
+                "skipped_labels": np.array([], dtype=str), "skipped_counts": np.array([], dtype=np.int64),
+            }
+            assert set(arrays) == set(RESULT_ARRAYS)
+            write_result(d / f"{slug}.npz", arrays, {"method": method, "stratum": slug, "status": "ok"})
+            write_perf(d / f"{slug}.perf.json", PerfRecord(
+                method=method, stratum=slug, trained=trained, note=untrained, notes=[untrained] if untrained else [],
+                device="cpu", n_cells=n_cells, n_perturbations=n_p, n_sequences=n_cells + n_p,
+                skipped={str(lab): 0 for lab in labels}, wall_s=wall, cpu_time_s=0.95 * wall, cpu_percent=95.0,
+                peak_rss_mb=rss + 10 * k, ru_maxrss_mb=rss + 50, perturbations_per_s=n_p / wall,
+                cells_per_s=n_cells / wall, sequences_per_s=(n_cells + n_p) / wall, load_s=0.1,
+                batching="length_sorted", batch_size=32, threads=1, layer=-2,
+                backend={"method": method, "device": "cpu", "runtime": "test runtime 1.0",
+                         "precision": "int8" if "int8" in method else "fp32", "providers": ["CPUExecutionProvider"]},
+                model=model_desc, machine={"cpu_model": "Test CPU 9000"},
+            ))
             npz.append(d / f"{slug}.npz")
             perf.append(d / f"{slug}.perf.json")
-    pd.DataFrame([
-        {"method": m, "mean_cosine": c[0], "min_cosine": c[1], "spearman": c[2], "max_shift_diff": 1 - c[0],
-         "silhouette_cell_type": 0.1 + 0.01 * i, "knn_accuracy": 0.5 + 0.02 * i}
-        for i, (m, (_, _, c)) in enumerate(PERF.items())
-    ]).to_csv(res / "isp" / "metrics.tsv", sep="\t", index=False)
+    for method, reason in NOT_RUN_REASONS.items():  # the jobs that found they could not run
+        d = res / "isp" / method
+        for slug in STRATA:
+            write_result(d / f"{slug}.npz", empty_result_arrays(),
+                         {"method": method, "stratum": slug, "status": NOT_RUN, "reason": reason})
+            write_perf(d / f"{slug}.perf.json", PerfRecord(method=method, stratum=slug, status=NOT_RUN, reason=reason,
+                                                           device="cpu", trained=trained, model=model_desc))
+            npz.append(d / f"{slug}.npz")
+            perf.append(d / f"{slug}.perf.json")
+    # metrics.tsv by isp_evaluate itself; the consistency figures then set to the designed ones
+    metrics = res / "isp" / "metrics.tsv"
+    evaluate_run(npz, perf, metrics, bar=BAR, seed=0)
+    table = pd.read_csv(metrics, sep="\t")
+    table["failed_criteria"] = table["failed_criteria"].astype(object)
+    for method, (_, _, (mean_cos, min_cos, rho)) in PERF.items():
+        figures = {"mean_cosine": mean_cos, "min_cosine": min_cos, "spearman": rho, "max_shift_diff": 1 - mean_cos}
+        figures.update(judge(figures, BAR))
+        for key, value in figures.items():
+            table.loc[table["method"] == method, key] = value
+    table.to_csv(metrics, sep="\t", index=False)
     # benchmarks
     b = res / "benchmarks"
     (b / "aracne_bootstrap").mkdir(parents=True)
@@ -155,19 +207,15 @@ def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: in
         (b / "aracne_bootstrap" / f"Dendritic_{j}.tsv").write_text(BENCH_HEADER + bench_line(s, rss, s * 0.9))
     for slug in STRATA:
         (b / "isp_infer" / "batched" / f"{slug}.tsv").write_text(BENCH_HEADER + bench_line(5.0, 1000.0, 4.5))
-    return dict(
+    return ReportInputs(
         strata=res / "strata", networks=networks, regulons=regulons, activity=res / "viper" / "activity.h5ad",
-        master_regulators=res / "viper" / "master_regulators.tsv", metrics=res / "isp" / "metrics.tsv", model=model,
+        master_regulators=res / "viper" / "master_regulators.tsv", metrics=metrics, model=model,
         npz=npz, perf=perf, artifacts=[res / "isp" / "model.onnx", res / "isp" / "model.int8.onnx"], benchmarks=b,
-        skipped={"tensorrt": "not run: no CUDA device", "amp": "not run: no CUDA device"},
-        bar={"mean_cosine": 0.999, "min_cosine": 0.99, "spearman": 0.95},
-        config={"input": "embedded:pbmc68k_reduced", "data": {"cell_type_key": "bulk_labels"}},
     )
 
 
-def outputs(root: Path) -> dict:
-    rep = root / "results" / "report"
-    return dict(out_csv=rep / "benchmark.csv", out_markdown=rep / "benchmark_report.md", out_figures=rep / "figures")
+def outputs(root: Path) -> ReportOutputs:
+    return ReportOutputs.in_folder(root / "results" / "report")
 
 
 def assert_png_with_content(path: Path) -> None:
@@ -192,16 +240,16 @@ FAKE_ENV = {
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    kwargs = make_results(root)
+    inputs = make_results(root)
     out = outputs(root)
-    data = build_report(**kwargs, **out, environment=FAKE_ENV)
-    return root, kwargs, out, data
+    data = build_report(inputs, out, OPTIONS, environment=FAKE_ENV)
+    return root, inputs, out, data
 
 
 # --------------------------------------------------------------------------- aggregation
 def test_benchmarks_are_summed_per_rule(synthetic_report):
-    _, kwargs, _, _ = synthetic_report
-    jobs = aggregate.read_benchmarks(kwargs["benchmarks"])
+    _, inputs, _, _ = synthetic_report
+    jobs = aggregate.read_benchmarks(inputs.benchmarks)
     assert len(jobs) == 1 + 1 + 3 + 2
     assert set(jobs.loc[jobs["rule"] == "isp_infer", "job"]) == {"batched/CD14_Monocyte", "batched/Dendritic"}
     stages = aggregate.summarize_stages(jobs).set_index("stage")
@@ -222,81 +270,108 @@ def test_repeats_are_averaged(tmp_path):
 def test_method_table_speedup_and_bar(synthetic_report):
     _, _, _, data = synthetic_report
     m = data.methods.set_index("method")
-    assert list(m.index) == list(METHODS)
-    # throughput = total perturbations / total seconds over both strata
+    assert list(m.index) == list(METHODS)  # the registry's order, the methods that ran
+    # throughput = total perturbations / total seconds over both strata (isp_evaluate's "all" rows)
     assert m.loc["baseline", "perturbations_per_s"] == pytest.approx(2 * 12 / 8.0)
     assert m.loc["onnx_int8", "speedup"] == pytest.approx(8.0)
     assert m.loc["batched", "speedup"] == pytest.approx(2.0)
     assert m.loc["onnx", "peak_rss_mb"] == pytest.approx(710.0)  # max over strata
     assert m.loc["baseline", "passes_bar"] is True and m.loc["onnx", "passes_bar"] is True
     assert m.loc["onnx_int8", "passes_bar"] is False
-    assert "mean_cosine 0.995 < 0.999" in m.loc["onnx_int8", "bar_failures"]
-    assert "spearman 0.91 < 0.95" in m.loc["onnx_int8", "bar_failures"]
+    assert "mean_cosine 0.995 < 0.999" in m.loc["onnx_int8", "failed_criteria"]
+    assert "spearman 0.91 < 0.95" in m.loc["onnx_int8", "failed_criteria"]
     assert aggregate.fastest_method(data.methods) == "onnx_int8"
     assert aggregate.fastest_method(data.methods, require_bar=True) == "onnx"
-    assert aggregate.quality_table(data.methods).columns.tolist() == ["method", "silhouette_cell_type", "knn_accuracy"]
+    quality = aggregate.quality_table(data.methods).columns.tolist()
+    assert quality[0] == "method" and "cell_type_silhouette" in quality and "perturbation_knn_consistency" in quality
+    assert all(c.startswith(QUALITY_PREFIXES) for c in quality[1:])
+    # how each method ran, from the perf records
+    facts = data.method_facts.set_index("method")
+    assert list(facts.index) == list(METHODS)
+    assert facts.loc["onnx_int8", "backend.precision"] == "int8" and facts.loc["onnx", "batch_size"] == "32"
+    assert facts.loc["onnx", "backend.providers"] == "CPUExecutionProvider"
 
 
-def test_pass_column_of_metrics_wins_and_missing_columns_stay_missing():
-    perf = pd.DataFrame({"method": ["baseline", "onnx"], "stratum": ["a", "a"], "wall_s": [2.0, 1.0],
-                         "perturbations_per_s": [5.0, 10.0]})
-    metrics = pd.DataFrame({"method": ["baseline", "onnx"], "mean_cosine": [1.0, 0.9999], "passes_bar": [True, False]})
-    table = aggregate.method_table(aggregate.summarize_perf(perf), metrics).set_index("method")
-    assert table.loc["onnx", "passes_bar"] is False  # isp_evaluate's verdict, though mean cosine alone would pass
-    assert table.loc["onnx", "n_perturbations"] == pytest.approx(10.0)  # rate x time
-    assert np.isnan(table.loc["onnx", "min_cosine"]) and np.isnan(table.loc["onnx", "peak_rss_mb"])
-    # no metrics at all: the bar is unknown, not invented
-    bare = aggregate.method_table(aggregate.summarize_perf(perf), pd.DataFrame(columns=["method"])).set_index("method")
-    assert bare.loc["onnx", "passes_bar"] is None and bare.loc["onnx", "speedup"] == pytest.approx(2.0)
+def test_not_run_methods_come_from_the_metrics(synthetic_report):
+    _, _, out, data = synthetic_report
+    assert data.not_run.set_index("method")["reason"].to_dict() == NOT_RUN_REASONS
+    assert set(data.not_run["stratum"]) == {"all"}
+    assert "tensorrt" not in data.embeddings and "amp" not in data.methods["method"].tolist()
+    md = out.markdown.read_text()
+    assert "| tensorrt | not run: no CUDA device in this job |" in md
+    assert "| amp | not run: cannot be faster on this machine" in md
+    assert "Not run: amp (cannot be faster" in md and "tensorrt (no CUDA device in this job)." in md
+    csv = pd.read_csv(out.csv).set_index("name")
+    assert csv.loc["tensorrt", "status"] == "not run" and csv.loc["tensorrt", "reason"] == "no CUDA device in this job"
+    assert csv.loc["amp", "kind"] == "isp_method" and np.isnan(csv.loc["tensorrt", "wall_s"])
 
 
-def test_metrics_use_the_all_strata_rows(tmp_path):
-    pd.DataFrame([
-        {"method": "onnx", "stratum": "A", "mean_cosine": 0.9990, "min_cosine": 0.990},
-        {"method": "onnx", "stratum": "B", "mean_cosine": 0.9998, "min_cosine": 0.999},
-        {"method": "onnx", "stratum": "all", "mean_cosine": 0.9994, "min_cosine": 0.990},
-        {"method": "amp", "stratum": "A", "mean_cosine": 0.9900, "min_cosine": 0.950},
-        {"method": "amp", "stratum": "B", "mean_cosine": 0.9950, "min_cosine": 0.980},
-    ]).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
-    m = aggregate.read_metrics(tmp_path / "m.tsv").set_index("method")
-    assert "stratum" not in m.columns
-    assert m.loc["onnx", "mean_cosine"] == pytest.approx(0.9994)
-    # no overall row: the worst stratum for min_*, the mean otherwise
-    assert m.loc["amp", "min_cosine"] == pytest.approx(0.95) and m.loc["amp", "mean_cosine"] == pytest.approx(0.9925)
+def test_a_method_not_run_in_one_stratum_says_where(tmp_path):
+    inputs = make_results(tmp_path)
+    table = pd.read_csv(inputs.metrics, sep="\t")
+    row = table[(table["method"] == "onnx") & (table["stratum"] == "Dendritic")].index
+    table.loc[row, "status"] = NOT_RUN
+    table.loc[row, "reason"] = "onnxruntime cannot be imported"
+    table.to_csv(inputs.metrics, sep="\t", index=False)
+    data = aggregate.collect(inputs, OPTIONS)
+    assert "onnx" in data.methods["method"].tolist()
+    assert data.not_run[["method", "stratum"]].values.tolist() == [["amp", "all"], ["onnx", "Dendritic"],
+                                                                    ["tensorrt", "all"]]
+    csv = aggregate.benchmark_table(data).set_index("name")
+    assert csv.loc["onnx", "status"] == "ok"
+    assert csv.loc["onnx", "reason"] == "not run in Dendritic: onnxruntime cannot be imported"
+    md = markdown.render_markdown(data, FAKE_ENV)
+    assert "| onnx | not run in Dendritic: onnxruntime cannot be imported |" in md
+
+
+def test_build_report_takes_a_few_records():
+    params = inspect.signature(build_report).parameters
+    assert len(params) <= 6, list(params)
+    assert list(params)[:3] == ["inputs", "outputs", "options"]
+    assert len(inspect.signature(aggregate.collect).parameters) <= 2
+    assert ReportOptions().bar == BAR  # netpert.isp.metrics.DEFAULT_BAR
+    assert aggregate.METHOD_ORDER[0] == "baseline"
+
+
+def test_report_imports_no_torch():
+    code = "import sys, netpert.report, netpert.report.aggregate, netpert.report.inputs; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_mr_heatmap_keeps_the_best_ranks_of_every_stratum(synthetic_report):
-    _, kwargs, _, _ = synthetic_report
+    _, inputs, _, _ = synthetic_report
     mrs = pd.DataFrame([
         {"stratum": s, "regulator": f"TF{i}", "direction": d, "rank": r}
         for s, regs in (("CD14_Monocyte", (1, 3, 5)), ("Dendritic", (2, 4, 6))) for d, r, i in
         (("up", 1, regs[0]), ("down", 1, regs[1]), ("up", 2, regs[2]))
     ])
-    a = aggregate.master_regulator_activity(kwargs["activity"], mrs, max_regulators=4)
+    a = aggregate.master_regulator_activity(inputs.activity, mrs, max_regulators=4)
     assert list(a.columns) == ["TF1", "TF3", "TF2", "TF4"]  # rank 1 of both strata, rank 2 left out
 
 
 def test_network_sizes_and_mr_activity(synthetic_report):
-    _, kwargs, _, data = synthetic_report
+    _, inputs, _, data = synthetic_report
     n = data.networks.set_index("stratum")
-    net = pd.read_csv(kwargs["networks"][1], sep="\t")
+    net = pd.read_csv(inputs.networks[1], sep="\t")
     assert n.loc["Dendritic", "n_edges"] == len(net)
     assert n.loc["Dendritic", "n_regulators"] == net["Regulator"].nunique()
     assert n.loc["Dendritic", "n_regulons"] == net["Regulator"].nunique() - ("TF0" in set(net["Regulator"]))
     a = data.mr_activity
     # per stratum the up regulators, then the down ones, by rank
     assert list(a.columns) == ["TF1", "TF3", "TF4", "TF2"] and list(a.index) == ["CD14+ Monocyte", "Dendritic"]
-    act = ad.read_h5ad(kwargs["activity"])
+    act = ad.read_h5ad(inputs.activity)
     expect = act[act.obs["cell_type"] == "Dendritic", "TF2"].X.mean()
     assert a.loc["Dendritic", "TF2"] == pytest.approx(float(expect), rel=1e-5)
 
 
 def test_embedding_points_flattens_cells_by_perturbations(synthetic_report):
-    _, kwargs, _, _ = synthetic_report
-    paths = [p for p in kwargs["npz"] if p.parent.name == "baseline"]
+    _, inputs, _, _ = synthetic_report
+    paths = [p for p in inputs.npz if p.parent.name == "baseline"]
     X, labels = aggregate.embedding_points(paths)
     assert X.shape == (2 * (4 + 4 * 3), 16)
-    assert (labels == "original").sum() == 8 and (labels == "delete TF2").sum() == 8
+    assert (labels == "original").sum() == 8 and (labels == "delete:TF2").sum() == 8
     first = np.load(paths[0])
     np.testing.assert_array_equal(X[:4], first["original"])
     np.testing.assert_array_equal(X[4:16], first["perturbed"])
@@ -304,14 +379,15 @@ def test_embedding_points_flattens_cells_by_perturbations(synthetic_report):
 
 def test_benchmark_csv_rows(synthetic_report):
     _, _, out, _ = synthetic_report
-    csv = pd.read_csv(out["out_csv"])
+    csv = pd.read_csv(out.csv)
     methods = csv[csv["kind"] == "isp_method"]
-    assert set(methods["name"]) == {*METHODS, "tensorrt", "amp"}
-    ran = methods[methods["status"] == "ran"].set_index("name")
+    assert methods["name"].tolist() == ["baseline", "batched", "amp", "onnx", "onnx_int8", "tensorrt"]
+    ran = methods[methods["status"] == "ok"].set_index("name")
+    assert list(ran.index) == list(METHODS)
     for col in ("wall_s", "perturbations_per_s", "speedup", "peak_rss_mb", "mean_cosine", "min_cosine", "spearman",
-                "silhouette_cell_type"):
+                "cell_type_silhouette"):
         assert ran[col].notna().all(), col
-    assert methods.set_index("name").loc["tensorrt", "reason"] == "not run: no CUDA device"
+    assert methods.set_index("name").loc["tensorrt", "reason"] == "no CUDA device in this job"
     stages = csv[csv["kind"] == "stage"].set_index("name")
     assert set(stages.index) == {"prepare_data", "stratify", "aracne_bootstrap", "isp_infer"}
     assert stages.loc["isp_infer", "n_jobs"] == 2 and stages.loc["isp_infer", "seconds"] == pytest.approx(10.0)
@@ -320,15 +396,15 @@ def test_benchmark_csv_rows(synthetic_report):
 # --------------------------------------------------------------------------- figures and markdown
 def test_every_figure_is_a_png_with_content(synthetic_report):
     _, _, out, _ = synthetic_report
-    names = {p.name for p in out["out_figures"].iterdir()}
+    names = {p.name for p in out.figures.iterdir()}
     assert names == EXPECTED_FIGURES
     for name in names:
-        assert_png_with_content(out["out_figures"] / name)
+        assert_png_with_content(out.figures / name)
 
 
 def test_markdown_names_environment_readings_and_flags(synthetic_report):
     _, _, out, _ = synthetic_report
-    md = out["out_markdown"].read_text()
+    md = out.markdown.read_text()
     for needle in ("Test CPU 9000", "31.3 GiB", "GPU | none", "torch | 2.13.0", "onnxruntime | 1.32.0",
                    "numba | 0.68.0", "snakemake | 9.27.0", "tensorrt | not installed", "embedded:pbmc68k_reduced",
                    "random-init:tiny"):
@@ -340,7 +416,7 @@ def test_markdown_names_environment_readings_and_flags(synthetic_report):
     assert "**UNDER THE BAR**: mean_cosine 0.995 < 0.999" in md
     assert "2 of 3 methods meet the bar" in md
     assert "aracne_bootstrap takes the longest: 33.0 s over 3 job(s)" in md
-    assert "| tensorrt | not run: no CUDA device |" in md
+    assert "| tensorrt | not run: no CUDA device in this job |" in md
     for name in EXPECTED_FIGURES:
         assert f"](figures/{name})" in md, name
     assert "strongest mean activity is TF" in md
@@ -351,8 +427,8 @@ def test_markdown_names_environment_readings_and_flags(synthetic_report):
 
 
 def test_trained_model_has_no_untrained_warning(tmp_path):
-    kwargs = make_results(tmp_path, trained=True)
-    data = aggregate.collect(**{k: v for k, v in kwargs.items() if k != "config"})
+    inputs = make_results(tmp_path, trained=True)
+    data = aggregate.collect(inputs, OPTIONS)
     assert data.model["trained"] is True and data.model["spec"] == "random-init:tiny"
     md = markdown.render_markdown(data, FAKE_ENV, figures=["isp__throughput.png"])
     assert "untrained" not in md.lower()
@@ -360,24 +436,26 @@ def test_trained_model_has_no_untrained_warning(tmp_path):
 
 
 def test_model_trained_flag_falls_back_to_perf_files(tmp_path):
-    kwargs = make_results(tmp_path, trained=False)
-    (kwargs["model"] / "netpert_model.json").write_text(json.dumps({"spec": "hf:/x"}))
-    perf = aggregate.read_perf(kwargs["perf"])
-    assert aggregate.model_provenance(kwargs["model"], perf)["trained"] is False
-    assert aggregate.model_provenance(kwargs["model"], None)["trained"] is None
+    inputs = make_results(tmp_path, trained=False)
+    (inputs.model / "netpert_model.json").write_text(json.dumps({"spec": "hf:/x"}))
+    perfs = aggregate.read_perfs(inputs.perf)
+    assert aggregate.model_provenance(inputs.model, perfs)["trained"] is False
+    assert aggregate.model_provenance(inputs.model)["trained"] is None
+    (inputs.model / "netpert_model.json").write_text(json.dumps({"spec": "hf:/x", "trained": "maybe"}))
+    with pytest.raises(InputError, match="netpert_model|'trained'"):
+        aggregate.model_provenance(inputs.model, perfs)
 
 
 def test_report_without_isp_methods_or_benchmarks(tmp_path):
-    kwargs = make_results(tmp_path)
-    kwargs.update(npz=[], perf=[], metrics=None, benchmarks=tmp_path / "none")
+    inputs = dataclasses.replace(make_results(tmp_path), npz=[], perf=[], metrics=None, benchmarks=tmp_path / "none")
     out = outputs(tmp_path)
-    build_report(**kwargs, **out, environment=FAKE_ENV)
-    names = {p.name for p in out["out_figures"].iterdir()}
+    build_report(inputs, out, OPTIONS, environment=FAKE_ENV)
+    names = {p.name for p in out.figures.iterdir()}
     assert names == {"viper__master_regulators.png", "aracne__network_size.png"}
-    md = out["out_markdown"].read_text()
+    md = out.markdown.read_text()
     assert "No ISP method ran." in md and "`isp__throughput.png`: no ISP performance files" in md
-    csv = pd.read_csv(out["out_csv"])
-    assert set(csv["name"]) == {"tensorrt", "amp"}
+    csv = pd.read_csv(out.csv)
+    assert set(csv["kind"]) == {"stage"} or csv.empty
 
 
 # --------------------------------------------------------------------------- input errors
@@ -401,27 +479,51 @@ def test_bad_network_is_an_input_error(tmp_path):
 
 def test_bad_perf_json_is_an_input_error(tmp_path):
     (tmp_path / "onnx").mkdir()
-    (tmp_path / "onnx" / "a.perf.json").write_text("{not json")
-    with pytest.raises(InputError, match="not valid JSON"):
-        aggregate.read_perf([tmp_path / "onnx" / "a.perf.json"])
+    path = tmp_path / "onnx" / "a.perf.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError, match=str(path)):
+        aggregate.read_perfs([path])
 
 
-def test_npz_without_embeddings_is_an_input_error(tmp_path):
-    np.savez(tmp_path / "a.npz", something=np.zeros(3))
-    with pytest.raises(InputError, match="none of the embedding arrays"):
+def test_perf_json_with_a_renamed_field_fails_the_report(tmp_path):
+    inputs = make_results(tmp_path)
+    path = inputs.perf[1]
+    record = json.loads(path.read_text())
+    record["wall_time_s"] = record.pop("wall_s")  # another layout: an error, not "n/a"
+    path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match=f"{path}.*wall_time_s"):
+        aggregate.collect(inputs, OPTIONS)
+    out = outputs(tmp_path)
+    with pytest.raises(InputError, match=str(path)):
+        build_report(inputs, out, OPTIONS, environment=FAKE_ENV)
+    assert not out.markdown.exists() and not out.csv.exists()  # nothing half written
+
+
+def test_npz_of_another_layout_is_an_input_error(tmp_path):
+    np.savez(tmp_path / "a.npz", originals=np.zeros((2, 3)), metadata=np.asarray("{}"))
+    with pytest.raises(InputError, match=f"{tmp_path / 'a.npz'}.*lacks the arrays"):
         aggregate.embedding_points([tmp_path / "a.npz"])
 
 
 def test_npz_with_mismatched_labels_is_an_input_error(tmp_path):
-    np.savez(tmp_path / "a.npz", original=np.zeros((2, 3)), perturbed=np.zeros((4, 3)), perturbation=np.array(["a"]))
+    arrays = empty_result_arrays()
+    arrays.update(original=np.zeros((2, 3), np.float32), perturbed=np.zeros((4, 3), np.float32),
+                  perturbation=np.array(["a"]))
+    write_result(tmp_path / "a.npz", arrays, {"method": "onnx", "stratum": "a"})
     with pytest.raises(InputError, match="1 perturbation labels for 4 perturbed embeddings"):
         aggregate.embedding_points([tmp_path / "a.npz"])
 
 
-def test_metrics_without_method_is_an_input_error(tmp_path):
-    (tmp_path / "m.tsv").write_text("x\ty\n1\t2\n")
-    with pytest.raises(InputError, match="no 'method' column"):
-        aggregate.read_metrics(tmp_path / "m.tsv")
+def test_metrics_of_another_layout_is_an_input_error(tmp_path):
+    (tmp_path / "m.tsv").write_text("method\tpass_bar\nonnx\tTrue\n")
+    with pytest.raises(InputError, match=f"{tmp_path / 'm.tsv'} lacks the columns"):
+        aggregate.read_metrics_table(tmp_path / "m.tsv")
+    # a method without its row over all strata
+    row = {c: "" for c in METRICS_COLUMNS}
+    pd.DataFrame([{**row, "method": "onnx", "stratum": "A", "status": "ok"}]).to_csv(tmp_path / "m.tsv", sep="\t",
+                                                                                      index=False)
+    with pytest.raises(InputError, match="no row over all strata.*onnx"):
+        aggregate.read_metrics_table(tmp_path / "m.tsv")
 
 
 def test_activity_without_cell_type_is_an_input_error(tmp_path):
@@ -459,7 +561,7 @@ def test_wandb_not_imported_unless_asked(tmp_path):
         "import netpert.report.tracking, netpert.report.plots, netpert.report.markdown\n"
         "print(json.dumps('wandb' in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "false"
 
@@ -472,8 +574,8 @@ def test_wandb_offline_run_logs_metrics_and_figures(synthetic_report, tmp_path, 
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     _, _, out, _ = synthetic_report
-    table = pd.read_csv(out["out_csv"])
-    figures = {p.name: p for p in out["out_figures"].iterdir()}
+    table = pd.read_csv(out.csv)
+    figures = {p.name: p for p in out.figures.iterdir()}
     run_dir = tracking.log_to_wandb(table, figures, environment=FAKE_ENV, model={"trained": False},
                                     config={"input": "x"}, mode="offline", directory=tmp_path)
     assert run_dir is not None and Path(run_dir).name.startswith("offline-run-")
@@ -539,9 +641,13 @@ def test_tiny_workflow_report(tiny_run):
         stdout = (tiny_run / "snakemake.stdout").read_text()[-3000:]
         pytest.fail(f"the tiny run did not produce the report:\n{stdout}")
     csv = pd.read_csv(rep / "benchmark.csv")
-    methods = csv[(csv["kind"] == "isp_method") & (csv["status"] == "ran")]
+    methods = csv[(csv["kind"] == "isp_method") & (csv["status"] == "ok")]
     assert "baseline" in set(methods["name"]) and len(methods) >= 2
     assert methods["perturbations_per_s"].notna().all() and methods["speedup"].notna().all()
+    # tensorrt needs a CUDA device: left out by the plan (isp.device auto) or not run by its job
+    isp = csv[csv["kind"] == "isp_method"].set_index("name")
+    if "tensorrt" in isp.index and isp.loc["tensorrt", "status"] != "ok":
+        assert isp.loc["tensorrt", "status"] == "not run" and "CUDA" in isp.loc["tensorrt", "reason"]
     stages = set(csv.loc[csv["kind"] == "stage", "name"])
     assert {"prepare_data", "stratify", "aracne_bootstrap", "viper", "isp_infer", "isp_evaluate"} <= stages
     for name in EXPECTED_FIGURES:
@@ -555,7 +661,7 @@ def test_tiny_workflow_report(tiny_run):
 def test_report_marks_strata_without_master_regulators(tmp_path):
     """A stratum with no significant regulator keeps its heatmap row (labelled), its table row, and the
     report says it had no perturbation target and why."""
-    kwargs = make_results(tmp_path)
+    inputs = make_results(tmp_path)
     MasterRegulatorTable.build(
         pd.DataFrame([{"stratum": "CD14_Monocyte", "regulator": "TF1", "direction": "up", "rank": 1}]),
         pd.DataFrame([
@@ -563,14 +669,13 @@ def test_report_marks_strata_without_master_regulators(tmp_path):
             {"stratum": "Dendritic", "status": "no_significant_regulator", "n_regulons": 5, "n_tested": 5,
              "reason": "no regulator of 5 tested has BH padj < 0.05", "padj_cutoff": 0.05},
             {"stratum": "CD34", "status": "no_network", "reason": "no ARACNe network (stratum not kept)"},
-        ])).write(kwargs["master_regulators"])
-    for path in kwargs["perf"]:  # the ISP of Dendritic ran no perturbation
-        if path.name.startswith("Dendritic"):
-            perf = json.loads(path.read_text())
-            perf.update(n_perturbations=0, perturbations_per_s=0.0)
-            path.write_text(json.dumps(perf))
+        ])).write(inputs.master_regulators)
+    for path in inputs.perf:  # the ISP of Dendritic ran no perturbation
+        if path.name.startswith("Dendritic") and read_perf(path).ran:
+            write_perf(path, dataclasses.replace(read_perf(path), n_perturbations=0, perturbations_per_s=0.0))
     out = outputs(tmp_path)
-    data = build_report(**kwargs, **out, environment=FAKE_ENV, umap=False)
+    no_umap = dataclasses.replace(OPTIONS, umap=False)
+    data = build_report(inputs, out, no_umap, environment=FAKE_ENV)
     assert list(data.mr_activity.index) == ["CD14+ Monocyte", "Dendritic"]  # the row is kept
     assert aggregate.mr_row_notes(data.mr_strata, data.strata) == {"Dendritic": "no significant regulator",
                                                                   "CD34+": "no network"}
@@ -578,17 +683,17 @@ def test_report_marks_strata_without_master_regulators(tmp_path):
     assert table.loc["Dendritic", "label"] == "no significant regulator" and table.loc["Dendritic", "isp_perturbations"] == 0
     assert table.loc["Dendritic", "isp_note"].startswith("no significant regulator: no regulator of 5 tested")
     assert table.loc["CD14_Monocyte", "isp_note"] == "" and table.loc["CD14_Monocyte", "up"] == "TF1"
-    md = out["out_markdown"].read_text()
+    md = out.markdown.read_text()
     assert "| Dendritic | no significant regulator | 5 | 5 |" in md and "| CD34+ | no network |" in md
     assert "no ISP perturbation ran in Dendritic (no significant regulator: no regulator of 5 tested" in md
     assert "- no network (no ARACNe network (stratum not kept)): CD34+" in md
     assert "Rows in brackets have no master regulator: Dendritic (no significant regulator), CD34+ (no network)" in md
-    assert_png_with_content(out["out_figures"] / "viper__master_regulators.png")
+    assert_png_with_content(out.figures / "viper__master_regulators.png")
     # no master regulator anywhere: the figure is not drawn and says why
     MasterRegulatorTable.build(pd.DataFrame(columns=["stratum", "regulator", "direction", "rank"]),
                                pd.DataFrame([{"stratum": s, "status": "no_significant_regulator"} for s in STRATA])
-                               ).write(kwargs["master_regulators"])
-    build_report(**kwargs, **out, environment=FAKE_ENV, umap=False)
-    md = out["out_markdown"].read_text()
+                               ).write(inputs.master_regulators)
+    build_report(inputs, out, no_umap, environment=FAKE_ENV)
+    md = out.markdown.read_text()
     assert "`viper__master_regulators.png`: no stratum has a master regulator" in md
     assert "Master regulators in 0 of 2 strata with a network" in md

@@ -1,4 +1,6 @@
 # The benchmark report: aggregation of every stage's outputs and Snakemake benchmarks (netpert.report).
+# The methods that did not run come from isp/metrics.tsv (isp_evaluate lists them); the report
+# reads no config: the few settings it needs are its params.
 import os
 
 
@@ -49,16 +51,17 @@ rule report:
     benchmark:
         bench_path("report")
     params:
-        results=lambda wc, input: os.path.dirname(input.strata),
         benchmarks=out("benchmarks"),
-        skipped=ISP_PLAN.not_planned,
-        methods=ISP_METHODS,
+        # results/: the wandb run goes to results/wandb/ (offline-run-*)
+        wandb_dir=lambda wc, output: os.path.dirname(os.path.dirname(output.csv)),
+        input=config["input"],
+        cell_type_key=config["data"]["cell_type_key"],
+        seed=ISP["seed"],
         bar=ISP["bar"],
         umap=config["report"]["umap"],
         wandb=config["report"]["wandb"],
         wandb_project=config["report"]["wandb_project"],
         wandb_mode=config["report"]["wandb_mode"],
-        config=config,
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,

@@ -1,15 +1,17 @@
 """Collect every stage's outputs into tables: Snakemake benchmarks, strata, networks,
 VIPER activity, ISP performance and consistency.
 
-Each reader takes paths and returns a :class:`pandas.DataFrame`; a value the inputs do not
-hold stays missing (NaN / None, printed "n/a"), it is never filled in.
+Each reader takes paths and returns a :class:`pandas.DataFrame`. The ISP stage's files are read
+with their own readers (:mod:`netpert.isp.records`): a perf.json, npz or metrics.tsv of another
+layout is an InputError naming the file, never a guess. The ISP figures are isp_evaluate's
+(``isp/metrics.tsv``, computed once there); the perf records add how each method ran. A value
+the inputs do not hold stays missing (NaN / None, printed "n/a"), it is never filled in.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -18,6 +20,20 @@ import numpy as np
 import pandas as pd
 
 from netpert.errors import InputError
+from netpert.isp.evaluate import OVERALL
+from netpert.isp.methods import BASELINE, METHODS
+from netpert.isp.records import (
+    METRICS_COLUMNS,
+    NOT_RUN,
+    OK,
+    PERF_FIELDS,
+    PerfRecord,
+    quality_columns,
+    read_metrics,
+    read_perf,
+    read_result,
+)
+from netpert.report.inputs import ReportInputs, ReportOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +47,8 @@ STAGE_ORDER = (
     "isp_model", "isp_tokenize", "export_onnx", "quantize_onnx", "build_tensorrt", "isp_infer", "isp_evaluate",
     "report",
 )
-#: the ISP methods in the order the report lists them (others follow by name)
-METHOD_ORDER = ("baseline", "batched", "amp", "onnx", "onnx_int8", "tensorrt")
-#: default consistency bar (config isp.bar)
-DEFAULT_BAR = {"mean_cosine": 0.999, "min_cosine": 0.99, "spearman": 0.95}
+#: the ISP methods in the order the report lists them: the registry's (others follow by name)
+METHOD_ORDER = METHODS
 
 
 def stage_family(rule: str) -> str:
@@ -206,8 +220,9 @@ def mr_strata_table(mr_strata: pd.DataFrame, strata: pd.DataFrame, perf: pd.Data
         return pd.DataFrame(columns=cols)
     cell_type = dict(zip(strata["slug"], strata["cell_type"])) if "cell_type" in strata.columns else {}
     n_pert = {}
-    if perf is not None and not perf.empty and "n_perturbations" in perf.columns:
-        n_pert = pd.to_numeric(perf["n_perturbations"], errors="coerce").groupby(perf["stratum"].astype(str)).max().to_dict()
+    if perf is not None and not perf.empty:
+        ran = perf[perf["status"] == OK]  # a "not run" record ran no perturbation, for want of a device
+        n_pert = pd.to_numeric(ran["n_perturbations"], errors="coerce").groupby(ran["stratum"].astype(str)).max().to_dict()
     regs = regulators if regulators is not None else pd.DataFrame(columns=["stratum", "regulator", "direction", "rank"])
     rows = []
     for r in mr_strata.itertuples(index=False):
@@ -314,97 +329,35 @@ def read_json(path: str | Path) -> dict:
         raise InputError(f"{path} is not valid JSON ({exc}): delete it and rerun the rule that wrote it") from exc
 
 
-def read_perf(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """The ``isp/{method}/{stratum}.perf.json`` files: one row per (method, stratum), nested keys
-    flattened with dots (``backend.providers``). Method and stratum come from the path."""
-    rows = []
-    for path in map(Path, paths):
-        data = _flatten(read_json(path))
-        data.pop("method", None)
-        data.pop("stratum", None)
-        rows.append({"method": path.parent.name, "stratum": path.name.removesuffix(".perf.json"), **data})
-    return pd.DataFrame(rows)
+def read_perfs(paths: Sequence[str | Path]) -> list[PerfRecord]:
+    """The ``isp/{method}/{stratum}.perf.json`` records (:func:`netpert.isp.records.read_perf`:
+    a file of another layout is an InputError naming it)."""
+    return [read_perf(path) for path in paths]
 
 
-def _col(frame: pd.DataFrame, *names: str) -> pd.Series | None:
-    """The first of ``names`` that is a column of ``frame`` (as numbers), else None."""
-    for name in names:
-        if name in frame.columns:
-            return pd.to_numeric(frame[name], errors="coerce")
-    return None
+def perf_table(records: Sequence[PerfRecord]) -> pd.DataFrame:
+    """The perf records as a table: one row per (method, stratum), the record's fields with the
+    nested ones flattened with dots (``backend.providers``)."""
+    if not records:
+        return pd.DataFrame(columns=list(PERF_FIELDS))
+    return pd.DataFrame([_flatten(r.as_dict()) for r in records])
 
 
-#: perf.json keys (first match wins) for each quantity of the methods table
-PERF_KEYS = {
-    "wall_s": ("wall_s", "wall_time_s", "seconds", "time_s", "timing.wall_s"),
-    "n_perturbations": ("n_perturbations", "perturbations", "n_perturbed"),
-    "n_cells": ("n_cells", "cells"),
-    "n_forward": ("n_sequences", "n_forward", "sequences"),
-    "perturbations_per_s": ("perturbations_per_s", "throughput.perturbations_per_s"),
-    "cells_per_s": ("cells_per_s", "throughput.cells_per_s"),
-    "peak_rss_mb": ("peak_rss_mb", "max_rss_mb", "memory.peak_rss_mb"),
-    "cpu_percent": ("cpu_percent", "mean_cpu_percent", "cpu.percent"),
-    "gpu_peak_mem_mb": ("gpu_peak_mem_mb", "gpu.peak_mem_mb", "gpu_max_memory_mb", "gpu.max_memory_allocated_mb"),
-    "gpu_util_percent": ("gpu_util_percent", "gpu.util_percent", "gpu.utilization_percent"),
-}
-
-
-def summarize_perf(perf: pd.DataFrame) -> pd.DataFrame:
-    """Per method over its strata: total wall seconds, work done, throughputs, peak memory.
-
-    Throughput is total work over total time: where a file gives a rate but not the count, the
-    count is rate x wall time. Peak memory is the max over strata, CPU % the time-weighted mean.
-    """
-    cols = ["method", *PERF_KEYS]
-    if perf.empty:
-        return pd.DataFrame(columns=cols)
-    rows = []
-    for method, grp in perf.groupby("method", sort=False):
-        get = {k: _col(grp, *names) for k, names in PERF_KEYS.items()}
-        wall = get["wall_s"]
-        row = {"method": method, "wall_s": wall.sum(min_count=1) if wall is not None else np.nan}
-
-        def count(total_key, rate_key):
-            if get[total_key] is not None and get[total_key].notna().all():
-                return get[total_key].sum()
-            if get[rate_key] is not None and wall is not None and (get[rate_key] * wall).notna().all():
-                return (get[rate_key] * wall).sum()
-            return np.nan
-
-        n_pert, n_cells = count("n_perturbations", "perturbations_per_s"), count("n_cells", "cells_per_s")
-        row["n_perturbations"], row["n_cells"] = n_pert, n_cells
-        row["n_forward"] = get["n_forward"].sum(min_count=1) if get["n_forward"] is not None else np.nan
-        ok = pd.notna(row["wall_s"]) and row["wall_s"] > 0
-        row["perturbations_per_s"] = n_pert / row["wall_s"] if ok and pd.notna(n_pert) else np.nan
-        row["cells_per_s"] = n_cells / row["wall_s"] if ok and pd.notna(n_cells) else np.nan
-        for key in ("peak_rss_mb", "gpu_peak_mem_mb"):
-            row[key] = get[key].max() if get[key] is not None else np.nan
-        for key in ("cpu_percent", "gpu_util_percent"):
-            s = get[key]
-            if s is None or s.isna().all():
-                row[key] = np.nan
-            elif wall is not None and wall.notna().all() and wall.sum() > 0:
-                row[key] = float((s * wall).sum() / wall.sum())
-            else:
-                row[key] = float(s.mean())
-        rows.append(row)
-    return pd.DataFrame(rows, columns=cols)
-
-
-#: perf.json keys describing how a method ran (shown per method in the report, where present)
+#: perf record fields describing how a method ran (shown per method where a backend records them)
 FACT_KEYS = ("device", "batching", "batch_size", "threads", "backend.runtime", "backend.precision",
              "backend.quantization", "backend.providers", "backend.attn_implementation")
 
 
 def perf_facts(perf: pd.DataFrame) -> pd.DataFrame:
-    """Per method, how it ran: device, batching, batch size, threads and the backend's own
-    description (precision, providers ...), as strings; values that differ between strata are
-    joined with " | "."""
+    """Per method that ran, how it ran: device, batching, batch size, threads and the backend's
+    own description (precision, providers ...), as strings; values that differ between strata
+    are joined with " | "."""
     if perf.empty:
         return pd.DataFrame(columns=["method"])
-    cols = [c for c in FACT_KEYS if c in perf.columns]
+    ran = perf[perf["status"] == OK]
+    cols = [c for c in FACT_KEYS if c in ran.columns]
     rows = []
-    for method, grp in perf.groupby("method", sort=False):
+    for method, grp in ran.groupby("method", sort=False):
         row = {"method": method}
         for col in cols:
             values = grp[col].dropna()
@@ -413,7 +366,8 @@ def perf_facts(perf: pd.DataFrame) -> pd.DataFrame:
             uniq = list(dict.fromkeys(map(_fmt_fact, values)))
             row[col] = uniq[0] if len(uniq) == 1 else " | ".join(uniq)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["method", *cols])
+    table = pd.DataFrame(rows, columns=["method", *cols])
+    return table.set_index("method").loc[_ordered(table["method"], METHOD_ORDER)].reset_index()
 
 
 def _fmt_fact(v) -> str:
@@ -424,160 +378,56 @@ def _fmt_fact(v) -> str:
     return str(v)
 
 
-def read_metrics(path: str | Path | None, overall: str = "all") -> pd.DataFrame:
-    """``isp/metrics.tsv`` as one row per method (consistency vs baseline, embedding quality).
-
-    Where the table has a ``stratum`` column, the rows of stratum ``overall`` (over all strata)
-    are used; a method without such a row gets its strata combined: ``min_*`` columns by their
-    minimum, ``max_*`` by their maximum, other numbers by their mean.
-    """
-    if path is None or not Path(path).exists():
-        return pd.DataFrame(columns=["method"])
-    table = pd.read_csv(path, sep="\t")
-    if "method" not in table.columns:
-        raise InputError(f"ISP metrics {path} has no 'method' column: rerun the isp_evaluate rule")
-    if "stratum" not in table.columns:
-        return table.drop_duplicates("method", keep="last").reset_index(drop=True)
-    table["stratum"] = table["stratum"].astype(str)
-    rows = []
-    for method, grp in table.groupby("method", sort=False):
-        top = grp[grp["stratum"] == overall]
-        if not top.empty:
-            rows.append(top.iloc[-1].to_dict())
-            continue
-        if len(grp) == 1:
-            rows.append(grp.iloc[0].to_dict())
-            continue
-        row = {"method": method, "stratum": overall}
-        for col in grp.columns:
-            if col in ("method", "stratum"):
-                continue
-            values = pd.to_numeric(grp[col], errors="coerce")
-            if values.notna().any() and not pd.api.types.is_bool_dtype(grp[col]):
-                row[col] = values.min() if col.startswith("min_") else values.max() if col.startswith("max_") else values.mean()
-            else:
-                uniq = grp[col].dropna().unique()
-                row[col] = uniq[0] if len(uniq) == 1 else None
-        rows.append(row)
-    return pd.DataFrame(rows).drop(columns=["stratum"])
-
-
-#: metrics.tsv columns (first match wins) for the consistency quantities
-CONSISTENCY_KEYS = {
-    "mean_cosine": ("mean_cosine", "cosine_mean", "consistency_mean_cosine"),
-    "min_cosine": ("min_cosine", "cosine_min", "consistency_min_cosine"),
-    "spearman": ("spearman", "effect_spearman", "spearman_effects", "consistency_spearman"),
-    "max_shift_diff": ("max_shift_diff", "shift_max_abs_diff", "max_abs_shift_diff"),
-}
-#: metrics.tsv columns that say whether the method passed the bar
-PASS_KEYS = ("passes_bar", "pass_bar", "bar_pass", "passed", "pass")
-
-
-def _as_bool(v) -> bool | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "pass", "passed"):
-        return True
-    if s in ("false", "0", "no", "fail", "failed"):
-        return False
-    return None
-
-
-def method_table(
-    perf_summary: pd.DataFrame,
-    metrics: pd.DataFrame,
-    baseline: str = "baseline",
-    bar: Mapping[str, float] | None = None,
-) -> pd.DataFrame:
-    """One row per ISP method: performance, speedup over ``baseline``, consistency and the bar.
-
-    ``speedup`` is perturbations/s over the baseline's (wall-time ratio where no throughput is
-    known). ``passes_bar`` is taken from metrics.tsv where it says so, else computed from
-    ``bar`` (mean_cosine, min_cosine, spearman minima) on the columns present; ``bar_failures``
-    names the criteria missed. Every other metrics.tsv column is carried along unchanged.
-    """
-    bar = {**DEFAULT_BAR, **(bar or {})}
-    table = perf_summary.copy()
-    if table.empty and metrics.empty:
-        return pd.DataFrame(columns=["method"])
-    if not metrics.empty:
-        m = metrics.copy()
-        rename = {}
-        for key, names in CONSISTENCY_KEYS.items():
-            for name in names:
-                if name in m.columns:
-                    rename[name] = key
-                    break
-        m = m.rename(columns=rename)
-        table = table.merge(m, on="method", how="outer", suffixes=("", "_metrics"))
-    for key in CONSISTENCY_KEYS:
-        if key not in table.columns:
-            table[key] = np.nan
-    # speedup
-    base = table[table["method"] == baseline]
-    table["speedup"] = np.nan
-    if not base.empty:
-        b = base.iloc[0]
-        if "perturbations_per_s" in table and pd.notna(b.get("perturbations_per_s")) and b["perturbations_per_s"] > 0:
-            table["speedup"] = table["perturbations_per_s"] / b["perturbations_per_s"]
-        elif "wall_s" in table and pd.notna(b.get("wall_s")):
-            table["speedup"] = b["wall_s"] / table["wall_s"]
-    # the bar
-    passes, failures = [], []
-    pass_col = next((c for c in PASS_KEYS if c in table.columns), None)
-    for _, row in table.iterrows():
-        missed = []
-        for key in ("mean_cosine", "min_cosine", "spearman"):
-            value = pd.to_numeric(row.get(key), errors="coerce")
-            if key in bar and pd.notna(value) and value < bar[key]:
-                missed.append(f"{key} {value:.4g} < {bar[key]:g}")
-        given = _as_bool(row[pass_col]) if pass_col else None
-        if row["method"] == baseline:
-            passes.append(True if given is None else given)
-        elif given is not None:
-            passes.append(given)
-        elif all(pd.isna(row.get(k)) for k in ("mean_cosine", "min_cosine", "spearman")):
-            passes.append(None)
-        else:
-            passes.append(not missed)
-        failures.append("; ".join(missed))
-    table["passes_bar"] = pd.Series(passes, index=table.index, dtype=object)
-    table["bar_failures"] = failures
-    if pass_col and pass_col != "passes_bar":
-        table = table.drop(columns=[pass_col])
-    order = _ordered(table["method"], METHOD_ORDER)
-    table = table.set_index("method").loc[order].reset_index()
-    table.attrs["quality_columns"] = quality_columns_of(metrics)
+def read_metrics_table(path: str | Path | None) -> pd.DataFrame:
+    """``isp/metrics.tsv`` (:func:`netpert.isp.records.read_metrics`; no file given: an empty
+    table of the layout). Every method must have its row over all strata (stratum "all")."""
+    if path is None:
+        return pd.DataFrame(columns=list(METRICS_COLUMNS))
+    table = read_metrics(path)
+    lacking = sorted(set(table["method"]) - set(table.loc[table["stratum"] == OVERALL, "method"]))
+    if lacking:
+        raise InputError(f"{path} has no row over all strata (stratum '{OVERALL}') for {', '.join(lacking)}: "
+                         "written by another netpert version; rerun isp_evaluate")
     return table
 
 
-#: substrings of metrics.tsv columns that are about consistency with the baseline, not quality
-_CONSISTENCY_WORDS = ("cosine", "spearman", "shift", "bar", "pass", "consisten", "diff", "baseline")
-#: ... and those about performance or effect size, reported in their own columns
-_PERF_WORDS = ("wall", "_per_s", "rss", "trained", "speedup", "effect", "seconds", "cpu", "gpu")
-#: isp_evaluate's embedding-quality columns start with these
-QUALITY_PREFIXES = ("perturbation_", "cell_type_", "control_")
+def method_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per ISP method that ran: isp_evaluate's row over all strata (performance, speedup
+    over the baseline, consistency, ``passes_bar`` / ``failed_criteria``, embedding quality), in
+    the registry's order; ``attrs['quality_columns']`` names the embedding-quality columns."""
+    rows = metrics[(metrics["stratum"] == OVERALL) & (metrics["status"] == OK)]
+    table = rows.drop(columns=["stratum"]).drop_duplicates("method", keep="last")
+    table = table.set_index("method").loc[_ordered(table["method"], METHOD_ORDER)].reset_index()
+    table["passes_bar"] = table["passes_bar"].astype(object)
+    table["failed_criteria"] = table["failed_criteria"].map(lambda v: "" if pd.isna(v) else str(v))
+    table.attrs["quality_columns"] = quality_columns(metrics)
+    return table
 
 
-def quality_columns_of(metrics: pd.DataFrame) -> list[str]:
-    """The embedding-quality columns of metrics.tsv: numeric, and not consistency measures or counts."""
-    out = []
-    prefixed = [c for c in metrics.columns if c.startswith(QUALITY_PREFIXES)]
-    for col in prefixed or metrics.columns:
-        low = col.lower()
-        if col == "method" or low.startswith("n_") or (
-            not prefixed and any(w in low for w in _CONSISTENCY_WORDS + _PERF_WORDS)
-        ):
-            continue
-        if pd.to_numeric(metrics[col], errors="coerce").notna().any():
-            out.append(col)
-    return out
+def not_run_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """What did not run, from isp_evaluate's "not run" rows: one row per method that ran nowhere
+    (``stratum`` "all") and one per stratum where a method that ran elsewhere did not.
+    Columns: method, stratum, reason."""
+    cols = ["method", "stratum", "reason"]
+    rows = metrics[metrics["status"] == NOT_RUN]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    nowhere = set(rows.loc[rows["stratum"] == OVERALL, "method"])
+    keep = rows[(rows["stratum"] == OVERALL) | ~rows["method"].isin(nowhere)]
+    out = keep[cols].copy()
+    out["reason"] = out["reason"].map(lambda v: "" if pd.isna(v) else str(v))
+    order = {m: i for i, m in enumerate(_ordered(out["method"], METHOD_ORDER))}
+    return out.sort_values(["method", "stratum"], key=lambda s: s.map(order) if s.name == "method" else s,
+                           kind="stable").reset_index(drop=True)
 
 
-def fastest_method(methods: pd.DataFrame, baseline: str = "baseline", require_bar: bool = False) -> str | None:
+def not_run_text(row) -> str:
+    """``not run: <reason>`` (``... in <stratum>`` for one stratum)."""
+    where = "" if row["stratum"] == OVERALL else f" in {row['stratum']}"
+    return f"not run{where}: {row['reason'] or 'no reason recorded'}"
+
+
+def fastest_method(methods: pd.DataFrame, baseline: str = BASELINE, require_bar: bool = False) -> str | None:
     """The method with the highest throughput (speedup), optionally only among those passing the bar."""
     if methods.empty or "speedup" not in methods or methods["speedup"].isna().all():
         return None
@@ -589,50 +439,30 @@ def fastest_method(methods: pd.DataFrame, baseline: str = "baseline", require_ba
     return str(cand.sort_values("speedup", ascending=False, kind="stable").iloc[0]["method"])
 
 
-def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
-    """An ``isp/{method}/{stratum}.npz`` as a dict of arrays."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-#: npz keys (first match wins): original cells' embeddings, perturbed embeddings, perturbation labels
-NPZ_ORIGINAL = ("original", "originals", "cell", "cells", "emb_original")
-NPZ_PERTURBED = ("perturbed", "perturbed_cell", "emb_perturbed")
-NPZ_LABELS = ("perturbation", "perturbations", "labels", "perturbation_labels", "targets")
-
-
-def _first_key(data: Mapping, names: Sequence[str]):
-    return next((data[k] for k in names if k in data), None)
-
-
 def embedding_points(paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
     """The cell embeddings of a method's npz files as UMAP input: (X (n, H), labels (n,)).
 
-    Each file holds ``original`` (cells, H) and ``perturbed`` (perturbations, H) with one
-    ``perturbation`` label per row (netpert.isp.runner's format). Original cells are labelled
-    "original", perturbed ones by their perturbation.
+    Each file is an ISP result (:func:`netpert.isp.records.read_result`): ``original`` (cells,
+    H) and ``perturbed`` (perturbations, H) with one ``perturbation`` label per row. Original
+    cells are labelled "original", perturbed ones by their perturbation; a "not run" result
+    (empty arrays) adds nothing.
     """
     xs, labels = [], []
     for path in paths:
-        data = read_embeddings(path)
-        orig = _first_key(data, NPZ_ORIGINAL)
-        pert = _first_key(data, NPZ_PERTURBED)
-        labs = _first_key(data, NPZ_LABELS)
-        if orig is None and pert is None:
-            raise InputError(
-                f"{path} holds none of the embedding arrays {NPZ_ORIGINAL + NPZ_PERTURBED} (keys: {', '.join(data)}): "
-                "rerun the isp_infer rule"
-            )
-        for X, lab in ((orig, None), (pert, labs)):
-            if X is None or X.size == 0:
-                continue
-            X = np.asarray(X, dtype=np.float32)
-            if X.ndim != 2:
+        r = read_result(path)
+        orig, pert = np.asarray(r["original"], dtype=np.float32), np.asarray(r["perturbed"], dtype=np.float32)
+        labs = np.asarray(r["perturbation"]).astype(str)
+        for X in (orig, pert):
+            if X.size and X.ndim != 2:
                 raise InputError(f"{path}: embeddings of shape {X.shape}, expected (rows, hidden): rerun the isp_infer rule")
-            if lab is not None and len(lab) != len(X):
-                raise InputError(f"{path}: {len(lab)} perturbation labels for {len(X)} perturbed embeddings: rerun isp_infer")
-            xs.append(X)
-            labels += ["original"] * len(X) if X is orig else [str(v) for v in (lab if lab is not None else ["perturbed"] * len(X))]
+        if len(labs) != len(pert):
+            raise InputError(f"{path}: {len(labs)} perturbation labels for {len(pert)} perturbed embeddings: rerun isp_infer")
+        if orig.size:
+            xs.append(orig)
+            labels += ["original"] * len(orig)
+        if pert.size:
+            xs.append(pert)
+            labels += labs.tolist()
     if not xs:
         return np.zeros((0, 0), dtype=np.float32), np.array([], dtype=str)
     return np.concatenate(xs, axis=0), np.asarray(labels)
@@ -651,33 +481,23 @@ def quality_table(methods: pd.DataFrame, columns: Sequence[str] | None = None) -
 
 
 # --------------------------------------------------------------------------- model provenance
-def model_provenance(model_dir: str | Path | None, perf: pd.DataFrame | None = None) -> dict:
-    """The model's provenance (``isp/model/netpert_model.json``) with ``trained`` normalised to
-    True/False/None; when the file does not say, the perf files' ``trained`` flag is used."""
+def model_provenance(model_dir: str | Path | None, perfs: Sequence[PerfRecord] = ()) -> dict:
+    """The model's provenance (``isp/model/netpert_model.json``, written by
+    :meth:`netpert.isp.model.ModelBundle.save`); where it has no ``trained`` flag (or there is no
+    model folder), the perf records' ``trained`` flag when they agree, else None."""
     info: dict = {}
     if model_dir is not None:
         path = Path(model_dir)
         path = path / "netpert_model.json" if path.is_dir() else path
         if path.exists():
             info = read_json(path)
-    trained = None
-    for key in ("trained", "weights_trained", "pretrained"):
-        if key in info:
-            trained = _as_bool(info[key])
-            break
-    if trained is None and "random_init" in info:
-        ri = _as_bool(info["random_init"])
-        trained = None if ri is None else not ri
-    if trained is None and perf is not None and not perf.empty:
-        for col in ("trained", "weights_trained", "model.trained", "model_trained"):
-            if col in perf.columns:
-                vals = {_as_bool(v) for v in perf[col]}
-                if len(vals) == 1:
-                    trained = vals.pop()
-                break
-    info = dict(info)
-    info["trained"] = trained
-    return info
+    trained = info.get("trained")
+    if trained is not None and not isinstance(trained, bool):
+        raise InputError(f"{model_dir}: 'trained' is {trained!r}, not true/false: rerun the isp_model rule")
+    if trained is None:
+        flags = {p.trained for p in perfs if p.trained is not None}
+        trained = flags.pop() if len(flags) == 1 else None
+    return {**info, "trained": trained}
 
 
 def artifact_reports(artifacts: Sequence[str | Path] = ()) -> dict[str, dict]:
@@ -701,52 +521,41 @@ class ReportData:
     networks: pd.DataFrame
     mr_activity: pd.DataFrame
     master_regulators: pd.DataFrame  # the reported ones (MasterRegulatorTable.regulators)
-    perf: pd.DataFrame
-    methods: pd.DataFrame
+    perf: pd.DataFrame  # the perf records, one row per (method, stratum)
+    methods: pd.DataFrame  # isp_evaluate's rows over all strata of the methods that ran
+    not_run: pd.DataFrame  # method, stratum, reason (not_run_table)
     method_facts: pd.DataFrame
     model: dict
     artifacts: dict
-    skipped: dict
     bar: dict
     embeddings: dict = field(default_factory=dict)  # method -> list of npz paths
-    baseline: str = "baseline"
+    baseline: str = BASELINE
     dataset: dict = field(default_factory=dict)
     #: what every stratum had (MasterRegulatorTable.strata: status, reason, regulons, candidates)
     mr_strata: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def collect(
-    strata: str | Path,
-    networks: Sequence[str | Path] = (),
-    regulons: Sequence[str | Path] = (),
-    activity: str | Path | None = None,
-    master_regulators: str | Path | None = None,
-    metrics: str | Path | None = None,
-    model: str | Path | None = None,
-    npz: Sequence[str | Path] = (),
-    perf: Sequence[str | Path] = (),
-    artifacts: Sequence[str | Path] = (),
-    benchmarks: str | Path | None = None,
-    skipped: Mapping[str, str] | None = None,
-    bar: Mapping[str, float] | None = None,
-    baseline: str = "baseline",
-    dataset: Mapping | None = None,
-) -> ReportData:
-    """Read every stage's outputs into a :class:`ReportData` (see the module docstring)."""
-    jobs = read_benchmarks(benchmarks) if benchmarks is not None else pd.DataFrame(columns=["rule", "job", "repeats", "s"])
-    strata_table = read_strata(strata)
-    if master_regulators:
-        mr_table = read_master_regulators(master_regulators)
+def collect(inputs: ReportInputs, options: ReportOptions | None = None) -> ReportData:
+    """Read every stage's outputs named by ``inputs`` into a :class:`ReportData`."""
+    options = options or ReportOptions()
+    jobs = (read_benchmarks(inputs.benchmarks) if inputs.benchmarks is not None
+            else pd.DataFrame(columns=["rule", "job", "repeats", "s"]))
+    strata_table = read_strata(inputs.strata)
+    if inputs.master_regulators:
+        mr_table = read_master_regulators(inputs.master_regulators)
         mrs, mr_strata = mr_table.regulators, mr_table.strata
     else:
         mrs, mr_strata = pd.DataFrame(columns=["stratum", "regulator"]), pd.DataFrame()
-    perf_table = read_perf(perf)
-    metrics_table = read_metrics(metrics)
-    methods = method_table(summarize_perf(perf_table), metrics_table, baseline=baseline, bar=bar)
+    perfs = read_perfs(inputs.perf)
+    perf = perf_table(perfs)
+    metrics = read_metrics_table(inputs.metrics)
+    methods = method_table(metrics)
+    ran = set(methods["method"])
     embeddings: dict[str, list[str]] = {}
-    for path in map(Path, npz):
-        embeddings.setdefault(path.parent.name, []).append(str(path))
-    ds = dict(dataset or {})
+    for path in inputs.npz:  # isp/{method}/{stratum}.npz
+        if path.parent.name in ran:
+            embeddings.setdefault(path.parent.name, []).append(str(path))
+    ds = options.dataset()
     kept = strata_table[strata_table["status"] == "kept"]
     if "n_cells" in strata_table.columns:
         ds.setdefault("n_cells", int(pd.to_numeric(strata_table["n_cells"], errors="coerce").sum()))
@@ -756,41 +565,52 @@ def collect(
         stages=summarize_stages(jobs),
         jobs=jobs,
         strata=strata_table,
-        networks=network_sizes(networks, regulons),
-        mr_activity=master_regulator_activity(activity, mrs) if activity and not mrs.empty else pd.DataFrame(),
+        networks=network_sizes(inputs.networks, inputs.regulons),
+        mr_activity=(master_regulator_activity(inputs.activity, mrs) if inputs.activity and not mrs.empty
+                     else pd.DataFrame()),
         master_regulators=mrs,
-        perf=perf_table,
+        perf=perf,
         methods=methods,
-        method_facts=perf_facts(perf_table),
-        model=model_provenance(model, perf_table),
-        artifacts=artifact_reports(artifacts),
-        skipped=dict(skipped or {}),
-        bar={**DEFAULT_BAR, **(bar or {})},
+        not_run=not_run_table(metrics),
+        method_facts=perf_facts(perf),
+        model=model_provenance(inputs.model, perfs),
+        artifacts=artifact_reports(inputs.artifacts),
+        bar=dict(options.bar),
         embeddings=embeddings,
-        baseline=baseline,
+        baseline=options.baseline,
         dataset=ds,
         mr_strata=mr_strata,
     )
 
 
 def benchmark_table(data: ReportData) -> pd.DataFrame:
-    """``benchmark.csv``: one row per ISP method (kind ``isp_method``) and per workflow stage
-    (kind ``stage``), with the columns of both (empty where they do not apply)."""
+    """``benchmark.csv``: one row per ISP method (kind ``isp_method``; ``status`` ok or "not run"
+    with the ``reason``) and per workflow stage (kind ``stage``), with the columns of both (empty
+    where they do not apply). A method that ran but not in every stratum says where not in its
+    ``reason``."""
     m = data.methods.copy()
-    m.insert(0, "kind", "isp_method")
-    m = m.rename(columns={"method": "name"})
+    nr = data.not_run
+    partial = nr[nr["stratum"] != OVERALL]
+    if not m.empty:
+        notes = {method: "; ".join(not_run_text(r) for _, r in grp.iterrows()) for method, grp in partial.groupby("method")}
+        m["reason"] = [notes.get(method, "") for method in m["method"]]
+    whole = nr[nr["stratum"] == OVERALL]
+    skipped = pd.DataFrame({"method": whole["method"], "status": NOT_RUN, "reason": whole["reason"]})
+    methods = pd.concat([f for f in (m, skipped) if not f.empty], ignore_index=True, sort=False) if len(m) + len(skipped) \
+        else pd.DataFrame(columns=["method", "status", "reason"])
+    if not methods.empty:
+        order = _ordered(methods["method"], METHOD_ORDER)
+        methods = methods.set_index("method").loc[order].reset_index()
+    methods = methods.rename(columns={"method": "name"})
+    methods.insert(0, "kind", "isp_method")
+    lead = ["kind", "name", "status", "reason"]
+    methods = methods[[*lead, *[c for c in methods.columns if c not in lead]]]
     s = data.stages.copy()
     s.insert(0, "kind", "stage")
     s = s.rename(columns={"stage": "name"})
-    skipped = pd.DataFrame(
-        [{"kind": "isp_method", "name": k, "status": "not run", "reason": v} for k, v in data.skipped.items()],
-        columns=["kind", "name", "status", "reason"],
-    )
-    if not m.empty:
-        m.insert(2, "status", "ran")
     if not s.empty:
-        s.insert(2, "status", "ran")
-    frames = [f for f in (m, skipped, s) if not f.empty]
+        s.insert(2, "status", OK)
+    frames = [f for f in (methods, s) if not f.empty]
     if not frames:
         return pd.DataFrame(columns=["kind", "name", "status"])
     return pd.concat(frames, ignore_index=True, sort=False)

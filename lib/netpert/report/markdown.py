@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from netpert.report.aggregate import ReportData, fastest_method, mr_strata_table, quality_table
+from netpert.report.aggregate import ReportData, fastest_method, mr_strata_table, not_run_text, quality_table
 from netpert.report.plots import UNTRAINED_NOTE
 
 NA = "n/a"
@@ -110,7 +110,7 @@ def reading_consistency(data: ReportData) -> str:
     text = f"{len(judged) - len(fails)} of {len(judged)} methods meet the bar ({bar_text})"
     if not fails.empty:
         text += "; under it: " + ", ".join(
-            f"{r['method']} ({r['bar_failures'] or 'flagged by isp_evaluate'})" for _, r in fails.iterrows()
+            f"{r['method']} ({r['failed_criteria'] or 'flagged by isp_evaluate'})" for _, r in fails.iterrows()
         )
     if "mean_cosine" in m and m["mean_cosine"].notna().any():
         worst = m.loc[m["mean_cosine"].astype(float).idxmin()]
@@ -378,7 +378,7 @@ def section_methods(data: ReportData) -> str:
             elif p is True:
                 cells.append("pass")
             elif p is False:
-                cells.append("**UNDER THE BAR**" + (f": {r['bar_failures']}" if r["bar_failures"] else ""))
+                cells.append("**UNDER THE BAR**" + (f": {r['failed_criteria']}" if r["failed_criteria"] else ""))
             else:
                 cells.append(NA)
             rows.append(cells)
@@ -398,8 +398,9 @@ def section_methods(data: ReportData) -> str:
         if notes:
             out += ["Notes from the runs:", ""] + [f"- {n}" for n in notes] + [""]
     out += ["### Not run", ""]
-    if data.skipped:
-        out += [md_table([(k, v) for k, v in data.skipped.items()], ["method", "why"]), ""]
+    if not data.not_run.empty:
+        out += ["From isp_evaluate: the methods the plan left out, and the jobs that could not run where they ran.", "",
+                md_table([(r["method"], not_run_text(r)) for _, r in data.not_run.iterrows()], ["method", "why"]), ""]
     else:
         out += ["Every requested method ran.", ""]
     return "\n".join(out)
@@ -441,8 +442,9 @@ def render_markdown(
     summary = []
     if not data.methods.empty:
         summary += [reading_throughput(data), reading_consistency(data)]
-    if data.skipped:
-        summary.append("Not run: " + "; ".join(f"{k} ({v})" for k, v in data.skipped.items()) + ".")
+    if not data.not_run.empty:
+        summary.append("Not run: " + "; ".join(f"{r['method']} ({not_run_text(r).removeprefix('not run: ')})"
+                                               for _, r in data.not_run.iterrows()) + ".")
     if not data.stages.empty:
         summary.append(reading_stages(data))
     if not data.mr_strata.empty:
