@@ -59,6 +59,17 @@ def test_dry_run_of_default_config(tmp_path):
     assert "prepare_data" in proc.stdout and "stratify" in proc.stdout
 
 
+def test_nested_config_on_the_command_line_plans(tmp_path):
+    # --config parses nested values with YAML's BaseLoader (all strings): netpert gives them the schema's types
+    proc = run_snakemake(
+        tmp_path, ROOT / "config" / "config.yaml",
+        ["-n", "--config", "aracne={bootstraps: 20, dpi: false, pvalue: 1e-6}", "strata={metacells: {enabled: true}}"],
+    )
+    assert "prepare_data" in proc.stdout
+    bad = run_snakemake(tmp_path, ROOT / "config" / "config.yaml", ["-n", "--config", "aracne={bootstraps: twenty}"], check=False)
+    assert bad.returncode != 0 and "'twenty' is not of type 'integer'" in bad.stdout + bad.stderr
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -169,16 +180,26 @@ def test_tiny_run_perturbs_with_every_cpu_method_and_evaluates(tiny_run):
     res = tiny_run / "results"
     table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
     kept = list(table.loc[table.status == "kept", "slug"])
-    methods = ["baseline", "batched", "amp", "onnx", "onnx_int8"]  # methods: auto on a CPU machine
+    from netpert.isp.methods import METHODS
+
+    # methods: auto on a CPU machine: every CPU method, amp only where it can gain (bf16 units)
+    amp_gains = METHODS["amp"].gain("cpu")[0]
+    methods = ["baseline", "batched", "onnx", "onnx_int8"] + (["amp"] if amp_gains else [])
     for method in methods:
         for slug in kept:
             with np.load(res / "isp" / method / f"{slug}.npz", allow_pickle=False) as npz:
                 assert npz["original"].shape[0] == 3 and npz["perturbed"].shape[0] > 0
                 assert "untrained weights" in str(npz["metadata"])
     assert not (res / "isp" / "tensorrt").exists()
-    metrics = pd.read_csv(res / "isp" / "metrics.tsv", sep="\t")
+    metrics = pd.read_csv(res / "isp" / "metrics.tsv", sep="\t", keep_default_na=False)
     overall = metrics[metrics.stratum == "all"].set_index("method")
-    assert set(overall.index) == set(methods)
+    # the methods auto left out are rows too, marked not run with their reason
+    not_run = ["tensorrt"] + ([] if amp_gains else ["amp"])
+    assert set(overall.index) == set(methods) | set(not_run)
+    assert (overall.loc[methods, "status"] == "ok").all()
+    for method in not_run:
+        assert overall.loc[method, "status"] == "not run" and overall.loc[method, "reason"], method
+    overall = overall.loc[methods]
     assert overall.loc["baseline", "mean_cosine"] == pytest.approx(1.0)
     for method in methods:
         assert overall.loc[method, "mean_cosine"] >= 0.999, method

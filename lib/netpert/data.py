@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from netpert import seeds
-from netpert._io import atomic_dir, atomic_path
+from netpert._io import atomic_dir, atomic_path, read_tsv
 from netpert.errors import InputError
 from netpert.metacells import (  # noqa: F401  (re-exported: netpert.data.metacells and friends)
     TARGET_UMIS,
@@ -418,7 +418,7 @@ def write_strata(strata: list[Stratum], table: pd.DataFrame, outdir: str | Path)
 
 def read_strata_table(path: str | Path) -> pd.DataFrame:
     """``strata.tsv``: text columns as strings, the numeric ones as numbers (empty: NaN)."""
-    table = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"stratum": str, "slug": str})
+    table = read_tsv(path, "strata table", "rerun the stratify checkpoint", keep_default_na=False, dtype={"stratum": str, "slug": str})
     for col in ("mean_overlap", "median_umis"):
         if col in table.columns:
             table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)

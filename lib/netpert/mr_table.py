@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from netpert._io import read_tsv
 from netpert.errors import InputError
 
 #: a stratum's status: master regulators reported / no network of its own / none significant
@@ -86,30 +87,32 @@ class MasterRegulatorTable:
         regs, strata = _regulators_frame(self.regulators), _strata_frame(self.strata)
         object.__setattr__(self, "regulators", regs)
         object.__setattr__(self, "strata", strata)
-        self._check("the master-regulator table")
+        # built in code: an inconsistency is a bug of the caller, not the user's input
+        self._check("the master-regulator table", ValueError)
 
     # ------------------------------------------------------------------ checks
-    def _check(self, source: str) -> None:
+    def _check(self, source: str, error: type[Exception] = InputError) -> None:
+        """Raise ``error`` (InputError for a file: :meth:`read`) when the two frames disagree."""
         s, r = self.strata, self.regulators
         if s["stratum"].duplicated().any():
-            raise InputError(f"{source} lists strata twice: {sorted(set(s.loc[s['stratum'].duplicated(), 'stratum']))}")
+            raise error(f"{source} lists strata twice: {sorted(set(s.loc[s['stratum'].duplicated(), 'stratum']))}")
         bad = sorted(set(s["status"]) - set(STATUSES))
         if bad:
-            raise InputError(f"{source} has unknown status(es) {bad}; expected {', '.join(STATUSES)}: rerun the master_regulators rule")
+            raise error(f"{source} has unknown status(es) {bad}; expected {', '.join(STATUSES)}: rerun the master_regulators rule")
         bad = sorted(set(r["direction"]) - set(DIRECTIONS))
         if bad:
-            raise InputError(f"{source} has unknown direction(s) {bad}; expected up or down: rerun the master_regulators rule")
+            raise error(f"{source} has unknown direction(s) {bad}; expected up or down: rerun the master_regulators rule")
         orphan = sorted(set(r["stratum"]) - set(s["stratum"]))
         if orphan:
-            raise InputError(f"{source} has master regulators of strata without a summary row: {orphan}")
+            raise error(f"{source} has master regulators of strata without a summary row: {orphan}")
         counts = r.groupby("stratum").size()
         reported = s.set_index("stratum")
         n = counts.reindex(reported.index, fill_value=0)
         wrong = reported.index[(n != reported["n_reported"]) | ((n > 0) != (reported["status"] == REPORTED))]
         if len(wrong):
-            raise InputError(f"{source}: the reported regulators disagree with n_reported / status for strata {list(wrong)}")
+            raise error(f"{source}: the reported regulators disagree with n_reported / status for strata {list(wrong)}")
         if r.duplicated(["stratum", "direction", "rank"]).any():
-            raise InputError(f"{source} has two regulators with the same stratum, direction and rank")
+            raise error(f"{source} has two regulators with the same stratum, direction and rank")
 
     # ------------------------------------------------------------------ queries
     def status(self, stratum: str) -> pd.Series:
@@ -168,7 +171,7 @@ class MasterRegulatorTable:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"master-regulator table not found: {path} (run the master_regulators rule)")
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        frame = read_tsv(path, "master-regulator table", "rerun the master_regulators rule", dtype=str, keep_default_na=False)
         missing = [c for c in FILE_COLUMNS if c not in frame.columns]
         if missing:
             raise InputError(

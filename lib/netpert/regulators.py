@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from netpert._io import read_text
 from netpert.errors import InputError
 
 #: packaged list names -> file stem per species
@@ -38,7 +39,7 @@ def read_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise InputError(f"regulator list file '{path}' does not exist; give a packaged list name ({', '.join(LISTS)}) or a file path")
     seen: dict[str, None] = {}
-    for line in path.read_text().splitlines():
+    for line in read_text(path, "regulator list file", "give a text file with one gene symbol per line").splitlines():
         gene = line.strip()
         if gene and not gene.startswith("#"):
             seen.setdefault(gene, None)

@@ -16,8 +16,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def script_logging(snakemake) -> Iterator[logging.Logger]:
     """Send stdout, stderr and ``logging`` of a rule's script to ``snakemake.log[0]``.
 
-    An exception is written to the log with its traceback (an :class:`netpert.InputError`
-    as its message alone, since it is about the user's input) and re-raised so the job fails.
+    An exception is written to the log with its traceback and re-raised so the job fails. An
+    :class:`netpert.InputError` (about the user's input) is logged as its message first, a short
+    block to read, then the traceback below it (where in the run it was raised).
     """
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = open(log_path, "w", buffering=1) if log_path else sys.stderr  # noqa: SIM115
@@ -40,7 +41,7 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:
         from netpert.errors import InputError
 
         if isinstance(exc, InputError):
-            logger.error("input error: %s", exc)
+            logger.error("input error: %s\n\n%s", exc, traceback.format_exc().rstrip())
         else:
             logger.error("failed:\n%s", traceback.format_exc())
         raise

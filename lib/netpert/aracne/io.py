@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from netpert._io import atomic_path
+from netpert._io import atomic_path, read_text, read_tsv, reading
 from netpert.errors import InputError
 
 _AP_NAMES = {"Regulator": "regulator", "Target": "target", "MI": "mi", "pvalue": "pvalue", "count": "count", "Count": "count"}
@@ -32,7 +32,8 @@ def read_network(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"network file '{path}' does not exist")
-    df = pd.read_csv(path, sep="\t", float_precision="round_trip", dtype={"Regulator": str, "Target": str, "regulator": str, "target": str})
+    df = read_tsv(path, "network file", "expected an ARACNe-AP network TSV (Regulator, Target, MI)", float_precision="round_trip",
+                  dtype={"Regulator": str, "Target": str, "regulator": str, "target": str})
     df = df.rename(columns={c: _AP_NAMES.get(c, c) for c in df.columns})
     missing = {"regulator", "target", "mi"} - set(df.columns)
     if missing:
@@ -61,7 +62,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"table '{path}' does not exist")
-    return pd.read_csv(path, sep="\t", float_precision="round_trip", dtype={"regulator": str, "target": str})
+    return read_tsv(path, "table", "expected a TSV written by netpert.aracne.write_table", float_precision="round_trip",
+                    dtype={"regulator": str, "target": str})
 
 
 def read_bootstraps(path: str | os.PathLike) -> pd.DataFrame:
@@ -69,7 +71,7 @@ def read_bootstraps(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"bootstrap table '{path}' does not exist")
-    with open(path) as fh:
+    with reading(path, "bootstrap table", "rerun the aracne_bootstrap rule"), open(path, encoding="utf-8") as fh:
         header = fh.readline().rstrip("\n").split("\t")
     if "Regulator" in header:
         return read_network(path)
@@ -94,7 +96,7 @@ def read_threshold(path: str | os.PathLike) -> float:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"threshold file '{path}' does not exist")
-    text = path.read_text().strip()
+    text = read_text(path, "threshold file", "rerun the aracne_threshold rule").strip()
     try:
         return float(text)
     except ValueError:

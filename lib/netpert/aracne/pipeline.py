@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from netpert import seeds
-from netpert._io import atomic_path, json_default
+from netpert._io import atomic_path, json_default, read_json
 from netpert.aracne.calibration import calibrated_null
 from netpert.aracne.consensus import ConsensusAccumulator
 from netpert.aracne.bootstrap import network
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: null with a fitted tail, ARACNe-AP's own computation
 THRESHOLD_METHODS = ("calibrated", "fit", "aracne-ap")
 #: per-network FDR of the library calls (the workflow's default, aracne.fdr in the config schema,
-#: is the same: tests/test_config.py holds them equal). 0.15: the value at which the copula networks
+#: is the same: tests/test_defaults.py holds them equal). 0.15: the value at which the copula networks
 #: beat Spearman's precision on SERGIO counts and ARACNe-AP's F1 on the planted fixture (README)
 DEFAULT_FDR = 0.15
 
@@ -103,7 +103,7 @@ class Calibration:
         info_path = Path(info_path)
         if not info_path.is_file():
             raise InputError(f"threshold provenance '{info_path}' does not exist; rerun the aracne_threshold rule")
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, "threshold provenance", "rerun the aracne_threshold rule")
         null, full = NullModel.load_named(null_path, "full")
         if null.n_total == 0:
             null = None
@@ -335,7 +335,7 @@ def read_status(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"network status '{path}' does not exist; rerun the aracne_consensus rule")
-    return json.loads(path.read_text())
+    return read_json(path, "network status", "rerun the aracne_consensus rule")
 
 
 #: columns added to strata.tsv by :func:`network_summary`

@@ -54,7 +54,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from netpert._io import atomic_path, json_default
+from netpert._io import atomic_path, json_default, reading
 from netpert.aracne.mi import _scratch, apmi_kernel, apmi_python, rank_bitsets
 from netpert.errors import InputError
 
@@ -352,7 +352,7 @@ class NullModel:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"null distribution file '{path}' does not exist; rerun the aracne_threshold rule")
-        with np.load(path, allow_pickle=False) as z:
+        with reading(path, "null distribution file", "rerun the aracne_threshold rule"), np.load(path, allow_pickle=False) as z:
             return (cls.from_arrays(z),) + tuple(cls.from_arrays(z, f"{n}_") for n in names)
 
 

@@ -85,7 +85,9 @@ def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_t
     eset_filter
         Rank only the genes named in the network (R's ``eset.filter``).
     min_targets
-        Minimum regulon size after matching the data's genes (R's ``minsize``).
+        Minimum regulon size after matching the data's genes (R's ``minsize``; 25 is R viper's and
+        pyviper's default, kept for parity in this R-like API; the workflow's default, 10, is the
+        schema's ``viper.min_targets``, passed by the rule to :func:`run_viper`).
     mvws
         metaVIPER weight exponent, or ``(inflection, slope)`` for R's sigmoid weights.
     pleiotropy, pleiotropy_args
