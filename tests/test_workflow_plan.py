@@ -60,3 +60,38 @@ def test_cuda_plan_on_a_cpu_host_and_not_run_records(tmp_path):
     assert base["status"] == "ok" and base["device"] == "cpu" and "ran on the CPU" in base["note"]
     built = json.loads((work / "results" / "isp" / "model.plan.json").read_text())
     assert built["status"] == "not built"
+
+
+def _aracne3_file(path, genes, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in genes[:4]:
+        for t in rng.choice(genes[4:], 30, replace=False):
+            rows.append((r, t, rng.uniform(0.05, 0.5), rng.uniform(-0.8, 0.8), int(rng.integers(1, 10)), -4.0))
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["regulator.values", "target.values", "mi.values", "scc.values", "count.values",
+                                "log.p.values"]).to_csv(path, sep="\t", index=False)
+
+
+def test_networks_brought_in_and_narnea(tmp_path):
+    """aracne.networks: the named stratum skips ARACNe (its regulons come from an ARACNe3 file);
+    with '*' no ARACNe job runs and VIPER (NaRnEA) scores the cells over the imported networks."""
+    work = tmp_path / "run"
+    cfg = write_tiny_config(tmp_path)
+    run_snakemake(work, cfg, ["--until", "stratify"])
+    strata = sorted(p.stem for p in (work / "results" / "strata").glob("*.h5ad") if not p.stem.endswith(".null"))
+    cells = ad.read_h5ad(work / "results" / "data" / "cells.h5ad")
+    net = tmp_path / "consolidated-net_defaultid.tsv"
+    _aracne3_file(net, [str(g) for g in cells.var_names])
+    one = write_tiny_config(tmp_path / "one", aracne={"networks": {strata[0]: str(net)}})
+    jobs = _jobs(run_snakemake(work, one, ["-n"]).stdout)
+    assert jobs["aracne_import"] == 1 and jobs["aracne_threshold"] == len(strata) - 1
+    every = write_tiny_config(tmp_path / "all", aracne={"networks": {"*": str(net)}}, viper={"enrichment": "narnea"})
+    run_snakemake(work, every, ["activity"])
+    assert not list((work / "results" / "aracne").glob("*/threshold.txt"))
+    status = json.loads((work / "results" / "aracne" / strata[0] / "status.json").read_text())
+    assert status["source"] == f"aracne3 file {net.name}" and status["regulons"] == 4
+    act = ad.read_h5ad(work / "results" / "viper" / "activity.h5ad")
+    assert act.uns["viper"]["enrichment"] == "narnea" and act.layers["pes"].shape == act.shape
+    assert (np.abs(act.layers["pes"]) <= 1 + 1e-9).all()
