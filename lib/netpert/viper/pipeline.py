@@ -116,6 +116,35 @@ def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_t
     first appearance). ``attrs``: ``networks`` (names used), for ``auto`` ``network``, for
     NaRnEA ``pes`` (a DataFrame like the result).
     """
+    _check_args(enrichment, pleiotropy, network_choice, backend, block_size)
+    X, genes, cells, _ = _sig.as_matrix(data, layer)
+    run = _Run(X, genes, cells, regulons, method, eset_filter, min_targets, pleiotropy, pleiotropy_args,
+               int(block_size), reference, backend, tail, enrichment)
+    n_cells = X.shape[0]
+    out: np.ndarray | None = None
+    pes_out: np.ndarray | None = None
+    choice_all = np.zeros(n_cells, dtype=np.int64) if network_choice == "auto" else None
+    for blk in run.blocks(network_choice, mvws):
+        if out is None:
+            out = np.empty((n_cells, len(blk.union)))
+            if blk.pes is not None:
+                pes_out = np.empty((n_cells, len(blk.union)))
+        out[blk.sel] = blk.nes
+        if pes_out is not None:
+            pes_out[blk.sel] = blk.pes
+        if choice_all is not None:
+            choice_all[blk.sel] = blk.choice
+    union = run.union
+    result = pd.DataFrame(out, index=cells, columns=pd.Index(union, name="regulator"))
+    result.attrs["networks"] = [n.name for n in run.nets]
+    if pes_out is not None:
+        result.attrs["pes"] = pd.DataFrame(pes_out, index=cells, columns=pd.Index(union, name="regulator"))
+    if choice_all is not None:
+        result.attrs["network"] = run.network_names(choice_all)
+    return result
+
+
+def _check_args(enrichment, pleiotropy, network_choice, backend, block_size) -> None:
     if enrichment not in ENRICHMENTS:
         raise InputError(f"unknown enrichment {enrichment!r} (viper.enrichment); use one of {', '.join(ENRICHMENTS)}")
     narnea = enrichment == "narnea"
@@ -127,71 +156,85 @@ def viper(data, regulons, method: str = "none", eset_filter: bool = False, min_t
         raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}")
     if network_choice not in CHOICES:
         raise InputError(f"unknown network_choice {network_choice!r}; use one of {list(CHOICES)}")
-    if int(block_size) < 1:
+    try:
+        size = int(block_size)
+    except (TypeError, ValueError):
+        raise InputError(f"block_size must be an integer >= 1 (viper.block_size), got {block_size!r}") from None
+    if size < 1:
         raise InputError(f"block_size must be >= 1, got {block_size}")
-    block_size = int(block_size)
-    X, genes, cells, _ = _sig.as_matrix(data, layer)
-    tables = _regulon_list(regulons)
-    _check_overlap(tables, genes)
-    ref = _sig.resolve_reference(reference, cells)
-    signature = _sig.Signature.fit(X, method, ref, block_size, backend)
-    nets, errors = [], []
-    for name, table in tables:
-        try:
-            nets.append(prepare_network(table, genes, signature.keep, eset_filter, min_targets, tail, name))
-        except InputError as exc:
-            errors.append(exc)
-    if not nets:
-        raise errors[0] if len(errors) == 1 else InputError("; ".join(str(e) for e in errors))
-    for exc in errors:
-        log.warning("network skipped: %s", exc)
-    pargs = PleiotropyArgs.from_any(pleiotropy_args) if pleiotropy else None
-    shadow = [ShadowModel(n) for n in nets] if pleiotropy else None
 
-    n_cells = X.shape[0]
-    blocks = list(_sig.iter_blocks(n_cells, block_size))
-    m_global = [None] * len(nets)
-    if len(blocks) > 1 and not narnea:
-        m_global = _global_tail_maxima(X, signature, nets, blocks)
-    moments = [regulon_moments(n) for n in nets] if narnea else None
-    union: list | None = None
-    out: np.ndarray | None = None
-    pes_out: np.ndarray | None = None
-    choice_all = np.zeros(n_cells, dtype=np.int64) if network_choice == "auto" else None
-    for sel in blocks:
-        sig = signature.transform(_sig.dense_rows(X, sel))
-        if narnea:
-            pairs = [narnea_block(sig, net, backend, moments[k]) for k, net in enumerate(nets)]
-            regs = [n.regulators for n in nets]
-            if len(pairs) == 1:
-                comb, pes, union = pairs[0][0], pairs[0][1], list(regs[0])
+
+class _Block:
+    """One block of cells: rows ``sel``, NES (and NaRnEA's PES, the chosen network per cell)."""
+
+    __slots__ = ("choice", "nes", "pes", "sel", "union")
+
+    def __init__(self, sel, nes, pes, choice, union):
+        self.sel, self.nes, self.pes, self.choice, self.union = sel, nes, pes, choice, union
+
+
+class _Run:
+    """The fitted parts of a VIPER run (signature statistics, matched networks, tail maxima):
+    :meth:`blocks` then computes the activity one block of cells at a time."""
+
+    def __init__(self, X, genes, cells, regulons, method, eset_filter, min_targets, pleiotropy, pleiotropy_args,
+                 block_size, reference, backend, tail, enrichment):
+        tables = _regulon_list(regulons)
+        _check_overlap(tables, genes)
+        ref = _sig.resolve_reference(reference, cells)
+        self.X = X
+        self.narnea = enrichment == "narnea"
+        self.backend = backend
+        self.signature = _sig.Signature.fit(X, method, ref, block_size, backend)
+        nets, errors = [], []
+        for name, table in tables:
+            try:
+                nets.append(prepare_network(table, genes, self.signature.keep, eset_filter, min_targets, tail, name))
+            except InputError as exc:
+                errors.append(exc)
+        if not nets:
+            raise errors[0] if len(errors) == 1 else InputError("; ".join(str(e) for e in errors))
+        for exc in errors:
+            log.warning("network skipped: %s", exc)
+        self.nets = nets
+        self.pleiotropy = pleiotropy
+        self.pargs = PleiotropyArgs.from_any(pleiotropy_args) if pleiotropy else None
+        self.shadow = [ShadowModel(n) for n in nets] if pleiotropy else None
+        self.block_rows = list(_sig.iter_blocks(X.shape[0], block_size))
+        self.m_global = [None] * len(nets)
+        if len(self.block_rows) > 1 and not self.narnea:
+            self.m_global = _global_tail_maxima(X, self.signature, nets, self.block_rows)
+        self.moments = [regulon_moments(n) for n in nets] if self.narnea else None
+        self.union: list | None = None
+
+    def network_names(self, choice: np.ndarray) -> np.ndarray:
+        return np.asarray([self.nets[i].name for i in choice], dtype=object)
+
+    def blocks(self, network_choice: str = "integrate", mvws=1):
+        """:class:`_Block` per block of cells, in row order (one dense block exists at a time)."""
+        nets = self.nets
+        regs = [n.regulators for n in nets]
+        for sel in self.block_rows:
+            sig = self.signature.transform(_sig.dense_rows(self.X, sel))
+            if self.narnea:
+                pairs = [narnea_block(sig, net, self.backend, self.moments[k]) for k, net in enumerate(nets)]
+                if len(pairs) == 1:
+                    comb, pes, union = pairs[0][0], pairs[0][1], list(regs[0])
+                else:
+                    comb, pes, union = integrate_narnea([p[0] for p in pairs], [p[1] for p in pairs], regs)
+                choice = None
             else:
-                comb, pes, union = integrate_narnea([p[0] for p in pairs], [p[1] for p in pairs], regs)
-            if out is None:
-                out, pes_out = np.empty((n_cells, len(union))), np.empty((n_cells, len(union)))
-            out[sel], pes_out[sel] = comb, pes
+                nes_list = []
+                for k, net in enumerate(nets):
+                    nes = area_block(sig, net, self.m_global[k], self.backend)
+                    if self.pleiotropy:
+                        nes = correct_block(sig, nes, net, self.pargs, self.shadow[k])
+                    nes_list.append(nes)
+                comb, union, choice = combine(nes_list, regs, network_choice, mvws)
+                pes = None
             del sig
-            continue
-        nes_list = []
-        for k, net in enumerate(nets):
-            nes = area_block(sig, net, m_global[k], backend)
-            if pleiotropy:
-                nes = correct_block(sig, nes, net, pargs, shadow[k])
-            nes_list.append(nes)
-        comb, union, choice = combine(nes_list, [n.regulators for n in nets], network_choice, mvws)
-        if out is None:
-            out = np.empty((n_cells, len(union)))
-        out[sel] = comb
-        if choice_all is not None:
-            choice_all[sel] = choice
-        del sig
-    result = pd.DataFrame(out, index=cells, columns=pd.Index(union, name="regulator"))
-    result.attrs["networks"] = [n.name for n in nets]
-    if pes_out is not None:
-        result.attrs["pes"] = pd.DataFrame(pes_out, index=cells, columns=pd.Index(union, name="regulator"))
-    if choice_all is not None:
-        result.attrs["network"] = np.asarray([nets[i].name for i in choice_all], dtype=object)
-    return result
+            self.union = union
+            yield _Block(sel, comb, pes, choice, union)
 
 
 def _global_tail_maxima(X, signature, nets, blocks):
@@ -230,11 +273,16 @@ def activity_anndata(data, regulons, **kwargs):
         out.layers["pes"] = nes.attrs["pes"].to_numpy(np.float64)
     if "network" in nes.attrs:
         out.obs["viper_network"] = pd.Categorical(nes.attrs["network"])
+    out.uns["viper"] = _uns_params(kwargs, nes.attrs.get("networks", []))
+    return out
+
+
+def _uns_params(kwargs: dict, networks) -> dict:
+    """``uns['viper']``: the keyword arguments that h5ad can hold, and the networks used."""
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k not in ("reference",)}
     params = {k: v for k, v in params.items() if v is None or isinstance(v, (str, int, float, bool, list, dict))}
-    params["networks"] = list(nes.attrs.get("networks", []))
-    out.uns["viper"] = {k: ("None" if v is None else v) for k, v in params.items()}
-    return out
+    params["networks"] = list(networks)
+    return {k: ("None" if v is None else v) for k, v in params.items()}
 
 
 def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str = "scale", eset_filter: bool = False,
@@ -244,12 +292,27 @@ def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str
 
     Empty regulon files are skipped with a warning; an InputError when none is left. Networks are
     named after their stratum (the regulon file's parent directory). The output is written
-    atomically.
-    """
-    from netpert._io import atomic_path
-    from netpert.data import read_h5ad
+    atomically (a temporary file beside it, renamed at the end; nothing is left on an error).
 
-    adata = read_h5ad(cells_path)
+    Bounded memory, block by block all the way to the file (``block_size`` cells, the config's
+    ``viper.block_size``): a CSR or dense X is read from the file one block of rows at a time
+    (:mod:`netpert.viper.h5blocks`; the ``mad`` and ``rank`` signatures, which need whole genes, and
+    other layouts read X into memory), each block is densified, scored, and its NES, p-values and
+    BH-adjusted p-values (per cell, across its regulators: a block holds whole cells, so nothing
+    needs the other blocks) and PES are written into datasets of the final shape. The only
+    quantity over all cells, R's global tail maximum (aREA), comes from a pre-pass over the blocks
+    as in :func:`viper`. The file holds what :func:`activity_anndata` gives (float64 X and layers,
+    the same obs / var / uns), equal to it bit for bit. Peak memory: about the input's per-gene
+    statistics plus a few dense blocks of ``block_size x genes`` float64 (0.8 GB each at 5,000 x
+    20,000), whatever the number of cells.
+    """
+    import h5py
+
+    from netpert._io import atomic_path
+    from netpert.viper.h5blocks import COLUMN_METHODS, ActivityWriter, open_cells
+
+    _check_args(enrichment, pleiotropy, network_choice, backend, block_size)
+    block_size = int(block_size)
     tables = {}
     for path in regulon_paths:
         path = Path(path)
@@ -263,15 +326,37 @@ def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str
         tables[name] = table
     if not tables:
         raise InputError(f"all {len(regulon_paths)} regulon file(s) are empty ({[str(p) for p in regulon_paths][:5]}); no network to run VIPER with")
-    log.info("VIPER on %d cells x %d genes with %d network(s): %s", adata.n_obs, adata.n_vars, len(tables), list(tables))
-    act = activity_anndata(adata, tables, method=signature, eset_filter=eset_filter, min_targets=min_targets, mvws=mvws,
-                           pleiotropy=pleiotropy, network_choice=network_choice, block_size=block_size, backend=backend,
-                           enrichment=enrichment)
-    act.uns["viper"]["regulon_files"] = [str(p) for p in regulon_paths]
-    act.uns["viper"]["cells"] = str(cells_path)
-    with atomic_path(activity_path) as tmp:
-        act.write_h5ad(tmp)
-    log.info("wrote %s (%d cells x %d regulators)", activity_path, act.n_obs, act.n_vars)
+    kwargs = {"method": signature, "eset_filter": eset_filter, "min_targets": min_targets, "mvws": mvws, "pleiotropy": pleiotropy,
+              "network_choice": network_choice, "block_size": block_size, "backend": backend, "enrichment": enrichment}
+    with open_cells(cells_path, in_memory=signature in COLUMN_METHODS) as (X, genes, cells, obs):
+        log.info("VIPER on %d cells x %d genes with %d network(s), %d cells per block (X %s): %s", X.shape[0], X.shape[1],
+                 len(tables), block_size, "read by blocks" if hasattr(X, "sparse_rows") else "in memory", list(tables))
+        run = _Run(X, genes, cells, tables, signature, eset_filter, min_targets, pleiotropy, None, block_size, None,
+                   backend, "auto", enrichment)
+        n_cells = X.shape[0]
+        choice_all = np.zeros(n_cells, dtype=np.int64) if network_choice == "auto" else None
+        with atomic_path(activity_path) as tmp, h5py.File(tmp, "w") as f:
+            writer = None
+            for blk in run.blocks(network_choice, mvws):
+                nes = np.asarray(blk.nes, dtype=np.float64)
+                p, padj = nes_pvalues(nes)
+                layers = {"pvalue": p, "padj": padj}
+                if blk.pes is not None:
+                    layers["pes"] = blk.pes
+                if writer is None:
+                    writer = ActivityWriter(f, n_cells, len(blk.union), tuple(layers))
+                writer.write(blk.sel, X=nes, **layers)
+                if choice_all is not None:
+                    choice_all[blk.sel] = blk.choice
+                del nes, p, padj, layers, blk
+            out_obs = obs.copy()
+            if choice_all is not None:
+                out_obs["viper_network"] = pd.Categorical(run.network_names(choice_all))
+            uns = {"viper": _uns_params(kwargs, [n.name for n in run.nets])}
+            uns["viper"]["regulon_files"] = [str(p) for p in regulon_paths]
+            uns["viper"]["cells"] = str(cells_path)
+            writer.finish(out_obs, pd.DataFrame(index=pd.Index(run.union, name="regulator").astype(str)), uns)
+    log.info("wrote %s (%d cells x %d regulators)", activity_path, n_cells, len(run.union))
 
 
 def run_master_regulators(activity_path, tsv_path, regulon_paths: Sequence, top_k: int = 5, padj: float = 0.05,

@@ -97,9 +97,16 @@ def _check_finite(values: np.ndarray, where: str) -> None:
         )
 
 
+def _is_sparse(X) -> bool:
+    """scipy sparse, or a reader whose row blocks are CSR (:class:`netpert.viper.h5blocks.H5Rows`)."""
+    return sp.issparse(X) or bool(getattr(X, "sparse_rows", False))
+
+
 def dense_rows(X, rows) -> np.ndarray:
-    """The rows ``rows`` (a slice or an index array) of X as a dense float64 block, checked finite."""
-    if sp.issparse(X):
+    """The rows ``rows`` (a slice or an index array) of X as a dense float64 block, checked finite.
+
+    X: a dense array, scipy CSR or an on-demand row reader (``X[rows]`` gives either)."""
+    if _is_sparse(X):
         blk = X[rows]
         _check_finite(blk.data, "rows " + _describe(rows))
         return blk.astype(np.float64).toarray()
@@ -142,7 +149,7 @@ def _moments(X, block_size: int, rows: np.ndarray | None = None):
     s2 = np.zeros(n_genes)
     integral = True
     for sel in iter_blocks(X.shape[0], block_size, rows):
-        if sp.issparse(X):
+        if _is_sparse(X):
             blk = X[sel]
             _check_finite(blk.data, "rows " + _describe(sel))
             nb = blk.shape[0]
