@@ -3,6 +3,8 @@
 X holds the NES (cells x regulators), layers['pvalue'] the two-sided p-values, layers['padj'] their
 Benjamini-Hochberg adjustment per cell, layers['pes'] NaRnEA's PES (viper.enrichment: narnea), obs is copied from the cells, uns['viper'] the parameters.
 Empty regulon files are skipped with a warning; none left is an InputError.
+Bounded memory: the cells are read, scored and written block by block (viper.block_size cells; see
+netpert.viper.run_viper), float64 throughout, equal to the in-memory result.
 """
 
 from netpert.viper import run_viper

@@ -180,3 +180,20 @@ def test_bad_input_is_an_input_error(files, tmp_path):
     with pytest.raises(InputError, match="NaN"):
         V.run_viper(tmp_path / "nan.h5ad", regulons, out, block_size=10)
     assert not out.exists()
+
+
+def test_memory_benchmark_quick(tmp_path):
+    """benchmarks/benchmark_viper_memory.py runs (tiny sizes): CPU line, one row per mode, equal files."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rows.csv"
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "benchmark_viper_memory.py"), "--cells", "400", "--genes", "300",
+                           "--regulons", "20", "--targets", "15", "--block-size", "150", "--today", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "# CPU:" in proc.stdout and "avx2=" in proc.stdout
+    rows = pd.read_csv(out)
+    assert list(rows["mode"]) == ["blocks", "today"] and (rows["peak_gib"] > 0).all() and (rows["seconds"] > 0).all()
+    assert bool(rows["equal_to_blocks"].iloc[1]) is True
