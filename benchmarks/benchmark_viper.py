@@ -14,8 +14,22 @@ Rows (name, size, seconds, ratio, agreement):
 * ``decoupler``: ``decoupler.mt.viper`` (pleiotropy off). decoupler has no likelihood column, so
   it is compared with netpert run on the same network with every likelihood set to 1 (that run's
   time is the ratio's denominator).
+* ``netpert narnea`` / ``pyviper narnea``: NaRnEA (``enrichment="narnea"``) on the same data and
+  network; netpert's ratio = pyviper narnea seconds / netpert narnea seconds (its speedup; the
+  goal is >= 10x), its agreement = max |NES - plain-Python reference|; pyviper's agreement = max
+  |NES difference| from netpert.
+* ``split ...``: where netpert's aREA time goes, each part timed alone on the same block:
+  ``ranking`` (the within-cell ranks over the network's genes: radix sort on float32 keys, float64
+  ties), ``inverse normal`` (qnorm lookup tables, 2n + 2 quantiles), ``enrichment`` (the aREA kernel
+  minus its ranking: quantile lookup and the weighted sums), ``rest`` (signature, network matching,
+  tail maximum, result frame); ratio = share of the total. ``ranking lower bound``: one pass that
+  reads the block and writes one code per gene (no sorting at all), same threads; ratio = ranking
+  time over it.
 * ``scaling numba`` / ``scaling python``: the PySCES-style table: 10, 50 and 200 regulons on the
   same cells; ratio on the numba rows = speedup over the plain reference; agreement = max |diff|.
+
+The header names the CPU (model, cores, vector flags) and numba's thread count; compare ratios
+measured in one run (the machine may be shared).
 
 ``--quick`` runs a tiny version (a few seconds, no external tools unless ``--external``).
 ``--out FILE.csv`` writes the rows.
@@ -34,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 import netpert.viper as V
+from netpert.report.environment import cpu_summary
 
 GOAL_SECONDS = 0.6
 
@@ -61,8 +76,39 @@ def make_data(n_cells: int, n_genes: int, n_regs: int, tmin: int = 50, tmax: int
     return expr, pd.concat(rows, ignore_index=True)
 
 
-def run_netpert(expr, net, backend="numba", min_targets=10):
-    return V.viper(expr, net, method="none", eset_filter=False, min_targets=min_targets, backend=backend)
+def run_netpert(expr, net, backend="numba", min_targets=10, enrichment="area"):
+    return V.viper(expr, net, method="none", eset_filter=False, min_targets=min_targets, backend=backend, enrichment=enrichment)
+
+
+@numba.njit(parallel=True, cache=True)
+def _one_pass(block, cols):
+    """The ranking's floor: read every value of the network's genes once, write one code each."""
+    b, n = block.shape[0], cols.shape[0]
+    out = np.empty((b, n), dtype=np.int64)
+    for i in numba.prange(b):
+        for j in range(n):
+            out[i, j] = np.int64(block[i, cols[j]] * 2.0)
+    return out
+
+
+def time_split(expr, net, min_targets, total, repeat):
+    """(name, seconds) of netpert's aREA parts, each timed alone (see the module docstring)."""
+    from netpert.viper._kernels import rank_codes_numba
+    from netpert.viper.area import area_block, cell_tail_max, prepare_network, quantile_luts
+
+    X = np.ascontiguousarray(expr.to_numpy(dtype=np.float64))
+    net_obj = prepare_network(net, expr.columns, None, False, min_targets)
+    sub = np.ascontiguousarray(X[:, net_obj.genes])
+    m = float(cell_tail_max(X, net_obj).max())
+    rank_codes_numba(sub[:4])
+    _one_pass(X[:4], net_obj.genes)
+    t_rank, _ = timed(lambda: rank_codes_numba(sub), repeat)
+    t_lut, _ = timed(lambda: quantile_luts(net_obj.n_genes, m), repeat)
+    t_area, _ = timed(lambda: area_block(X, net_obj, m), repeat)
+    t_bound, _ = timed(lambda: _one_pass(X, net_obj.genes), repeat)
+    enrich = max(t_area - t_rank - t_lut, 0.0)
+    rest = max(total - t_area, 0.0)
+    return [("split ranking", t_rank), ("split inverse normal", t_lut), ("split enrichment", enrich), ("split rest", rest)], t_bound, t_rank
 
 
 def maxdiff(a: pd.DataFrame, b: pd.DataFrame) -> float:
@@ -70,7 +116,7 @@ def maxdiff(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(np.nanmax(np.abs(a.to_numpy() - b.to_numpy())))
 
 
-def run_pyviper(expr, net, min_targets):
+def run_pyviper(expr, net, min_targets, enrichment="area"):
     import anndata as ad
     import pyviper
 
@@ -78,8 +124,15 @@ def run_pyviper(expr, net, min_targets):
     inter = pyviper.Interactome("bench", net[["regulator", "target", "mor", "likelihood"]].copy())
     t0 = time.perf_counter()
     res = pyviper.viper(adata, inter, eset_filter=False, method=None, min_targets=min_targets, verbose=False,
-                        return_as_df=True, store_input_data=False)
-    return time.perf_counter() - t0, res
+                        return_as_df=True, store_input_data=False, enrichment=enrichment)
+    seconds = time.perf_counter() - t0
+    if isinstance(res, dict):  # narnea: {"nes": ..., "pes": ...}
+        res = res["nes"]
+    return seconds, res
+
+
+def run_pyviper_narnea(expr, net, min_targets):
+    return run_pyviper(expr, net, min_targets, "narnea")
 
 
 def run_decoupler(expr, net, min_targets):
@@ -116,10 +169,16 @@ def main(argv=None) -> int:
     t_py, nes_py = timed(lambda: run_netpert(expr, net, "python", min_targets), 1)
     rows.append(("netpert area", size, t_np, GOAL_SECONDS / t_np, maxdiff(nes, nes_py)))
     rows.append(("netpert area python", size, t_py, t_py / t_np, maxdiff(nes, nes_py)))
+    run_netpert(expr.iloc[:5], net, min_targets=min_targets, enrichment="narnea")
+    t_nar, nes_nar = timed(lambda: run_netpert(expr, net, min_targets=min_targets, enrichment="narnea"), repeat)
+    nar_ref = run_netpert(expr, net, "python", min_targets, enrichment="narnea")
+    nar_row = len(rows)
+    rows.append(("netpert narnea", size, t_nar, float("nan"), maxdiff(nes_nar, nar_ref)))
 
     external = not args.quick or args.external
-    for name, runner, lik1 in (("pyviper", run_pyviper, False), ("decoupler", run_decoupler, True)):
-        module = {"pyviper": "pyviper", "decoupler": "decoupler"}[name]
+    for name, runner, lik1 in (("pyviper", run_pyviper, False), ("pyviper narnea", run_pyviper_narnea, False),
+                               ("decoupler", run_decoupler, True)):
+        module = {"pyviper": "pyviper", "pyviper narnea": "pyviper", "decoupler": "decoupler"}[name]
         if not external:
             rows.append((name, size, float("nan"), float("nan"), float("nan")))
             print(f"{name}: skipped (--quick)")
@@ -129,6 +188,8 @@ def main(argv=None) -> int:
             print(f"{name}: not installed (pip install 'netpert[bench]')")
             continue
         ref_net, ref_nes, ref_t = net, nes, t_np
+        if name == "pyviper narnea":
+            ref_nes, ref_t = nes_nar, t_nar
         if lik1:
             ref_net = net.assign(likelihood=1.0)
             ref_t, ref_nes = timed(lambda: run_netpert(expr, ref_net, min_targets=min_targets), repeat)
@@ -142,6 +203,13 @@ def main(argv=None) -> int:
         other = pd.DataFrame(other)
         other.index = other.index.astype(str)
         rows.append((name, size, seconds, seconds / ref_t, maxdiff(ref_nes, other)))
+        if name == "pyviper narnea":
+            rows[nar_row] = ("netpert narnea", size, t_nar, seconds / t_nar, rows[nar_row][4])
+
+    split, t_bound, t_rank = time_split(expr, net, min_targets, t_np, repeat)
+    for part, seconds in split:
+        rows.append((part, size, seconds, seconds / t_np, float("nan")))
+    rows.append(("ranking lower bound", size, t_bound, t_rank / t_bound, float("nan")))
 
     for k in scaling:
         sub = net.loc[net["regulator"].isin(pd.unique(net["regulator"])[:k])]
@@ -153,7 +221,7 @@ def main(argv=None) -> int:
 
     table = pd.DataFrame(rows, columns=["name", "size", "seconds", "ratio", "agreement"])
     with pd.option_context("display.width", 120, "display.float_format", "{:.4g}".format):
-        print(f"netpert.viper benchmark (numba threads: {numba.get_num_threads()})")
+        print(f"netpert.viper benchmark on {cpu_summary()}; numba threads: {numba.get_num_threads()}")
         print(table.to_string(index=False))
     if args.out:
         table.to_csv(args.out, index=False)

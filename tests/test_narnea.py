@@ -93,3 +93,16 @@ def test_activity_layers_and_errors():
         viper(EXPR, NET1, enrichment="narnea", pleiotropy=True, min_targets=30)
     with pytest.raises(InputError, match="integrates networks by their PES"):
         viper(EXPR, {"a": NET1, "b": NET2}, enrichment="narnea", network_choice="auto", min_targets=30)
+
+
+def test_fused_scores_kernel_equals_the_numpy_expressions():
+    from scipy.special import log_ndtr
+
+    from netpert.viper.narnea import _combine_nb, _log_ndtr_nb, combine_nes
+
+    a = np.concatenate([-np.logspace(-3, 3, 300), np.logspace(-3, 1.6, 200), [0.0, -20.0, -19.999, 6.0, 6.001]])
+    np.testing.assert_allclose([_log_ndtr_nb(x) for x in a], log_ndtr(a), rtol=1e-13, atol=1e-300)
+    rng = np.random.default_rng(3)
+    d, u = rng.normal(0, 15, 2000), rng.normal(0, 15, 2000)
+    cov = rng.uniform(-0.9, 0.9, 2000)
+    np.testing.assert_allclose([_combine_nb(*t) for t in zip(d, u, cov)], combine_nes(d, u, cov), rtol=1e-12, atol=1e-12)

@@ -180,10 +180,10 @@ def test_tiny_run_perturbs_with_every_cpu_method_and_evaluates(tiny_run):
     res = tiny_run / "results"
     table = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
     kept = list(table.loc[table.status == "kept", "slug"])
-    from netpert.isp.methods import METHODS
+    from netpert.isp.methods import get_method
 
     # methods: auto on a CPU machine: every CPU method, amp only where it can gain (bf16 units)
-    amp_gains = METHODS["amp"].gain("cpu")[0]
+    amp_gains = get_method("amp").gain("cpu")[0]
     methods = ["baseline", "batched", "onnx", "onnx_int8"] + (["amp"] if amp_gains else [])
     for method in methods:
         for slug in kept:
@@ -191,7 +191,9 @@ def test_tiny_run_perturbs_with_every_cpu_method_and_evaluates(tiny_run):
                 assert npz["original"].shape[0] == 3 and npz["perturbed"].shape[0] > 0
                 assert "untrained weights" in str(npz["metadata"])
     assert not (res / "isp" / "tensorrt").exists()
-    metrics = pd.read_csv(res / "isp" / "metrics.tsv", sep="\t", keep_default_na=False)
+    from netpert.isp.records import read_metrics
+
+    metrics = read_metrics(res / "isp" / "metrics.tsv")
     overall = metrics[metrics.stratum == "all"].set_index("method")
     # the methods auto left out are rows too, marked not run with their reason
     not_run = ["tensorrt"] + ([] if amp_gains else ["amp"])

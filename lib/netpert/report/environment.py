@@ -84,6 +84,21 @@ def cpu_bf16(flags: set[str] | None = None) -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
+#: the vector-unit flags a speed figure depends on, in the order they are printed
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "neon", "asimd")
+
+
+def cpu_summary(cpuinfo: str | None = None) -> str:
+    """One line naming the CPU a figure was measured on: model, the cores this process may use
+    (of the machine's), and the vector flags of :data:`VECTOR_FLAGS` it has (AVX2 / AVX-512 /
+    VNNI / bf16)."""
+    flags = cpu_flags(cpuinfo)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    vec = [f for f in VECTOR_FLAGS if f in flags]
+    return (f"{cpu_model(cpuinfo, '' if cpuinfo is not None else None) or 'unknown CPU'}, {usable} of {os.cpu_count()} cores, "
+            f"vector flags: {' '.join(vec) if vec else 'none of ' + '/'.join(VECTOR_FLAGS[:5])}")
+
+
 def package_versions(packages=DEFAULT_PACKAGES) -> dict[str, str | None]:
     """Installed version of each distribution (``None`` where it is not installed)."""
     out = {}

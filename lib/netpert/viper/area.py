@@ -32,7 +32,7 @@ from scipy.special import ndtri
 from scipy.stats import rankdata
 
 from netpert.errors import InputError
-from netpert.viper._kernels import area_block_numba
+from netpert.viper._kernels import area_block_numba, extreme_ties_numba
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,15 @@ def tail_max_from_codes(cmin, cmax, n: int):
     return np.maximum(a, b)
 
 
-def cell_tail_max(sig_block: np.ndarray, net: Network) -> np.ndarray:
+def cell_tail_max(sig_block: np.ndarray, net: Network, backend: str = "numba") -> np.ndarray:
     """Per-cell maximum of the one-tail quantiles (depends only on the ties at both extremes)."""
-    x = sig_block if len(net.genes) == sig_block.shape[1] else sig_block[:, net.genes]
-    n = x.shape[1]
-    lo = x.min(axis=1, keepdims=True)
-    hi = x.max(axis=1, keepdims=True)
-    k_lo = (x == lo).sum(axis=1)
-    k_hi = (x == hi).sum(axis=1)
+    n = len(net.genes)
+    if backend == "numba":
+        k_lo, k_hi = extreme_ties_numba(np.ascontiguousarray(sig_block, dtype=np.float64), net.genes)
+    else:
+        x = sig_block if n == sig_block.shape[1] else sig_block[:, net.genes]
+        k_lo = (x == x.min(axis=1, keepdims=True)).sum(axis=1)
+        k_hi = (x == x.max(axis=1, keepdims=True)).sum(axis=1)
     return tail_max_from_codes(1 + k_lo, 2 * n - k_hi + 1, n)
 
 
@@ -196,7 +197,7 @@ def area_block(sig_block: np.ndarray, net: Network, m_global: float | None = Non
     n = net.n_genes
     column = net.tail == "column"
     if not column and m_global is None:
-        m_global = float(cell_tail_max(sig_block, net).max())
+        m_global = float(cell_tail_max(sig_block, net, backend).max())
     if backend == "python":
         return _area_python(sig_block, net, None if column else m_global)
     m_lut = best_tail_max(n) if column else m_global

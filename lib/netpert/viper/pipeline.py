@@ -4,7 +4,9 @@ Memory: the cells are processed in blocks of ``block_size`` rows. Only one dense
 expression matrix (and its signature) exists at a time; per-gene statistics come from a first
 pass over the blocks (sparse-friendly for CSR input) and, for R's matrix path, a cheap pass finds
 the tail maximum over all cells (it stops at the first cell whose extreme value is unique).
-The output, cells x regulators, is the only full-size array.
+In :func:`viper` the output, cells x regulators, is the only full-size array; the workflow step
+:func:`run_viper` holds none: it reads the cells file by blocks and writes each block's NES and
+p-values into the activity file (:mod:`netpert.viper.h5blocks`).
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ def _global_tail_maxima(X, signature, nets, blocks):
     for sel in blocks:
         sig = signature.transform(_sig.dense_rows(X, sel))
         for k in need:
-            cur[k] = max(cur[k], float(cell_tail_max(sig, nets[k]).max()))
+            cur[k] = max(cur[k], float(cell_tail_max(sig, nets[k], signature.backend).max()))
         if all(cur[k] >= best[k] for k in need):
             break
     for k in need:
