@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from netpert._io import read_tsv
+from netpert.aracne.pipeline import network_status
 from netpert.aracne.regulon import REGULON_COLUMNS, build_regulons, empty_regulons
 from netpert.errors import InputError
 
@@ -136,19 +137,8 @@ def import_status(stratum: str, network: pd.DataFrame, regulons: pd.DataFrame, f
                   min_targets: int, skip_empty: bool) -> dict:
     """The stratum's network status (the layout :func:`netpert.aracne.stratum_consensus` writes),
     with the source file; no regulon is an InputError unless ``skip_empty``."""
-    largest = int(network.groupby("regulator").size().max()) if len(network) else 0
-    status = {
-        "stratum": stratum,
-        "n_samples": int(n_samples),
-        "edges": int(len(network)),
-        "regulators_with_edges": int(network["regulator"].nunique()) if len(network) else 0,
-        "largest_regulon": largest,
-        "regulons": int(regulons["regulator"].nunique()) if len(regulons) else 0,
-        "min_targets": int(min_targets),
-        "status": "ok",
-        "reason": "",
-        "source": f"{fmt} file {Path(path).name}",
-    }
+    status = network_status(stratum, network, regulons, n_samples, min_targets, source=f"{fmt} file {Path(path).name}")
+    largest = status["largest_regulon"]
     if status["regulons"] == 0:
         reason = f"the {fmt} network '{path}' has no regulon of {min_targets} targets among the data's genes (largest {largest})"
         if not skip_empty:

@@ -295,18 +295,8 @@ def stratum_consensus(
         net = calibration.gate(net, data, regulators, seed, backend)
     regulons = build_regulons(net, data, max_targets=max_targets, min_targets=min_targets)
     n_samples = data.n_obs if hasattr(data, "n_obs") else len(data)
-    largest = int(net.groupby("regulator", observed=True).size().max()) if len(net) else 0
-    status = {
-        "stratum": stratum,
-        "n_samples": int(n_samples),
-        "edges": int(len(net)),
-        "regulators_with_edges": int(net["regulator"].nunique()) if len(net) else 0,
-        "largest_regulon": largest,
-        "regulons": int(regulons["regulator"].nunique()) if len(regulons) else 0,
-        "min_targets": int(min_targets),
-        "status": "ok",
-        "reason": "",
-    }
+    status = network_status(stratum, net, regulons, n_samples, min_targets)
+    largest = status["largest_regulon"]
     if status["regulons"] == 0:
         reason = (
             f"no regulon reaches {min_targets} targets: the consensus network of stratum '{stratum}' "
@@ -323,6 +313,25 @@ def stratum_consensus(
         log.warning("stratum skipped: %s (strata.skip_empty is true)", reason)
         status.update(status="skipped", reason=reason)
     return net, regulons, status
+
+
+def network_status(stratum: str, network: pd.DataFrame, regulons: pd.DataFrame, n_samples: int, min_targets: int,
+                   **extra) -> dict:
+    """A stratum's network status (status.json's layout): its counts of edges and regulons,
+    ``status`` "ok" and an empty ``reason`` (the caller marks a skipped stratum), and ``extra``
+    fields (e.g. ``source`` of a network brought in)."""
+    return {
+        "stratum": stratum,
+        "n_samples": int(n_samples),
+        "edges": int(len(network)),
+        "regulators_with_edges": int(network["regulator"].nunique()) if len(network) else 0,
+        "largest_regulon": int(network.groupby("regulator", observed=True).size().max()) if len(network) else 0,
+        "regulons": int(regulons["regulator"].nunique()) if len(regulons) else 0,
+        "min_targets": int(min_targets),
+        "status": "ok",
+        "reason": "",
+        **extra,
+    }
 
 
 def write_status(status: dict, path: str | Path) -> None:
