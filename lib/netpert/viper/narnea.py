@@ -6,7 +6,8 @@ For every cell and regulon, over the ``n`` genes of the network's ranking (see
 
 1. ranks ``r`` of the absolute signature (average ranks for ties, 1..n) and signs ``s``;
 2. target weights: ``w_d = mor * likelihood`` (directed), ``w_u = (1 - |mor|) * likelihood``
-   (undirected), with a mode of regulation of exactly +-1 taken as +-0.999, as pyviper does;
+   (undirected), with a mode of regulation of exactly +-1 taken as +-0.999, as pyviper does (values between
+   0.999 and 1 are kept);
 3. directed and undirected enrichment ``D = sum(w_d r s)``, ``U = sum(w_u r)``, standardised by
    their analytical mean and variance under random ranks (``E[r] = (n+1)/2``,
    ``E[r^2] = (2n^2+3n+1)/6``, ``E[rs]`` and ``E[r^2 s]`` the cell's means) and their covariance;
@@ -168,9 +169,16 @@ def narnea_scores_numba(D, U, e_rs, e_r2s, sd, sd2, su, su2, sdu, max_d, max_u, 
             pes_out[i, j] = nes / abs(top)
 
 
+def capped_mor(mor: np.ndarray) -> np.ndarray:
+    """The mode of regulation with exactly +-1 replaced by +-MOR_CAP (pyviper's ``replace(1, 0.999)``);
+    values strictly between MOR_CAP and 1 stay as they are, as in pyviper."""
+    mor = np.asarray(mor, dtype=np.float64)
+    return np.where(np.abs(mor) == 1.0, np.sign(mor) * MOR_CAP, mor)
+
+
 def edge_weights(mor: np.ndarray, lik: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Directed ``mor * lik`` and undirected ``(1 - |mor|) * lik`` weights of every edge."""
-    mor = np.clip(np.asarray(mor, dtype=np.float64), -MOR_CAP, MOR_CAP)
+    mor = capped_mor(mor)
     lik = np.asarray(lik, dtype=np.float64)
     return mor * lik, (1.0 - np.abs(mor)) * lik
 
@@ -192,7 +200,7 @@ def regulon_moments(net) -> dict[str, np.ndarray]:
         e = slice(net.ptr[j], net.ptr[j + 1])
         wd, wu = w_d[e], w_u[e]
         top = n - _dense_rank_desc(net.lik[e]) + 1.0
-        a = np.abs(np.clip(net.mor[e], -MOR_CAP, MOR_CAP))
+        a = np.abs(capped_mor(net.mor[e]))
         out["sd"][j], out["sd2"][j] = wd.sum(), (wd * wd).sum()
         out["su"][j], out["su2"][j] = wu.sum(), (wu * wu).sum()
         out["sdu"][j] = (wd * wu).sum()
