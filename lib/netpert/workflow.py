@@ -12,13 +12,62 @@ from typing import Iterator
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _wildcards_text(snakemake) -> str:
+    """``stratum=B_cells, chunk=0``: a job's wildcards (empty when it has none)."""
+    wildcards = getattr(snakemake, "wildcards", None)
+    try:
+        items = list(wildcards.items()) if wildcards is not None else []
+    except (AttributeError, TypeError):
+        items = []
+    return ", ".join(f"{k}={v}" for k, v in items)
+
+
+def input_error_block(snakemake, exc: BaseException, log_path: str | None, below: bool = True) -> str:
+    """The short block an :class:`netpert.InputError` is told in, first in the rule's log and on the
+    console::
+
+        netpert: input error in rule prepare_data (stratum=B_cells):
+          input file 'x.h5ad' does not exist; ...
+          (traceback below in results/logs/prepare_data.log)
+    """
+    wildcards = _wildcards_text(snakemake)
+    head = f"netpert: input error in rule {snakemake.rule}" + (f" ({wildcards})" if wildcards else "") + ":"
+    message = [f"  {line}" for line in (str(exc) or type(exc).__name__).splitlines()]
+    where = f"  (traceback {'below ' if below else ''}in {log_path})" if log_path else "  (traceback below)"
+    return "\n".join([head, *message, where]) + "\n"
+
+
+def _prepend(path: str, text: str) -> None:
+    """Put ``text`` at the top of the file at ``path`` (written beside it, then renamed)."""
+    with open(path) as fh:
+        body = fh.read()
+    tmp = f"{path}.netpert-tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text + "\n" + body)
+    os.replace(tmp, path)
+
+
+def _quiet_exit(exc: BaseException) -> None:
+    """If ``exc`` ends the script, Python prints no second traceback on the console: the block
+    said what is wrong and the log holds the traceback (the exit status is 1 all the same)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if value is not exc:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 @contextlib.contextmanager
 def script_logging(snakemake) -> Iterator[logging.Logger]:
     """Send stdout, stderr and ``logging`` of a rule's script to ``snakemake.log[0]``.
 
     An exception is written to the log with its traceback and re-raised so the job fails. An
-    :class:`netpert.InputError` (about the user's input) is logged as its message first, a short
-    block to read, then the traceback below it (where in the run it was raised).
+    :class:`netpert.InputError` (about the user's input) is told first: a short block
+    (:func:`input_error_block`: the rule, its wildcards, the message) goes to the console (the
+    script's stderr) at once and to the top of the log, above what the script logged and the
+    traceback (where in the run it was raised), so the first lines a user reads say what to fix.
     """
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = open(log_path, "w", buffering=1) if log_path else sys.stderr  # noqa: SIM115
@@ -33,6 +82,7 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:
     logger = logging.getLogger(f"netpert.rule.{snakemake.rule}")
     # tqdm writes progress to stderr, which is the log now; keep its updates sparse in files.
     os.environ.setdefault("TQDM_MININTERVAL", "5")
+    block = None
     try:
         logger.info("rule %s started (threads=%s)", snakemake.rule, getattr(snakemake, "threads", "?"))
         yield logger
@@ -41,7 +91,12 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:
         from netpert.errors import InputError
 
         if isinstance(exc, InputError):
-            logger.error("input error: %s\n\n%s", exc, traceback.format_exc().rstrip())
+            block = input_error_block(snakemake, exc, log_path)
+            old_err.write(input_error_block(snakemake, exc, log_path, below=False))
+            old_err.flush()
+            told = "at the top of this log" if log_path else "above"
+            logger.error("input error (told %s):\n%s", told, traceback.format_exc().rstrip())
+            _quiet_exit(exc)
         else:
             logger.error("failed:\n%s", traceback.format_exc())
         raise
@@ -50,6 +105,11 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:
         sys.stdout, sys.stderr = old_out, old_err
         if log_path:
             stream.close()
+            if block is not None:
+                try:
+                    _prepend(log_path, block)
+                except OSError:  # the log keeps the traceback; the InputError is what propagates
+                    pass
 
 
 def set_threads(n: int) -> None:
