@@ -14,6 +14,7 @@ with script_logging(snakemake) as log:  # noqa: F821
         snakemake.output.perf,  # noqa: F821
         method=p.method,
         layer=p.layer,
+        repeats=p.repeats,
         batch_size=p.batch_size,
         batching=p.batching,
         device=p.device,

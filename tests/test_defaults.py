@@ -111,6 +111,7 @@ def _functions():
         (token_batches, "n_calibration"): "isp.onnx.n_calibration",
         (token_batches, "seed"): "isp.seed",
         (infer_stratum, "layer"): "isp.layer",
+        (infer_stratum, "repeats"): "isp.repeats",
         (infer_stratum, "device"): "isp.device",
     }
     constants = {

@@ -119,6 +119,20 @@ def test_evaluate_rows_per_stratum_and_overall(tmp_path):
     assert t.loc[("fast", "all"), "passes_bar"] and t.loc[("fast", "A"), "mean_cosine"] == pytest.approx(1.0)
     assert np.isfinite(t.loc[("baseline", "all"), "cell_type_silhouette"])
     assert np.isnan(t.loc[("baseline", "A"), "cell_type_silhouette"])  # one cell type per stratum
+    # repeats: medians in wall_s, ranges pair by pair against the baseline on the same stratum
+    reps = {("baseline", "A"): [2.0, 1.8, 2.4], ("fast", "A"): [0.5, 0.4, 0.6],
+            ("baseline", "B"): [2.0, 2.0, 2.0], ("fast", "B"): [0.25, 0.25, 0.25]}
+    for key, walls in reps.items():
+        perfs[key] = PerfRecord(key[0], key[1], wall_s=float(np.median(walls)), wall_repeats_s=walls, repeats=3,
+                                n_perturbations=18, n_cells=6, other_load_cores=0.1 if key == ("fast", "B") else 0.0)
+    t = evaluate(results, perfs, seed=0).set_index(["method", "stratum"])
+    assert t.loc[("fast", "A"), "speedup"] == pytest.approx(4.0)
+    assert t.loc[("fast", "A"), "speedup_min"] == pytest.approx(1.8 / 0.6)
+    assert t.loc[("fast", "A"), "speedup_max"] == pytest.approx(2.4 / 0.4)
+    assert t.loc[("fast", "all"), "speedup"] == pytest.approx(4.0 / 0.75)
+    assert (t.loc[("fast", "all"), "speedup_min"], t.loc[("fast", "all"), "speedup_max"]) == (pytest.approx(4.0), pytest.approx(8.0))
+    assert t.loc[("fast", "all"), "wall_min_s"] == pytest.approx(0.65) and t.loc[("fast", "all"), "wall_max_s"] == pytest.approx(0.85)
+    assert t.loc[("fast", "all"), "repeats"] == 3 and t.loc[("fast", "all"), "other_load_cores"] == pytest.approx(0.1)
     del results[("fast", "B")]
     with pytest.raises(InputError, match="no result for strata"):
         evaluate(results, perfs)

@@ -296,6 +296,18 @@ def test_tokenize_and_infer_end_to_end(model_dir, tmp_path):
         assert p["perturbations_per_s"] > 0 and p["peak_rss_mb"] > 0 and p["batching"] == DEFAULT_BATCHING[method]
         assert p["backend"]["method"] == method
         assert outs[method]["metadata"]["note"] == UNTRAINED_NOTE
+    # repeats: every repeat timed, the median kept, the results those of one screen
+    npz1, perf1 = tmp_path / "r1" / "T_cell.npz", tmp_path / "r1" / "T_cell.perf.json"
+    infer_stratum(tok_path, model_dir, npz1, perf1, method="batched", layer=-2, device="cpu", threads=1, repeats=1)
+    p1, p3 = json.loads(perf1.read_text()), json.loads((tmp_path / "batched" / "T_cell.perf.json").read_text())
+    assert p1["repeats"] == 1 and len(p1["wall_repeats_s"]) == 1 and p3["repeats"] == 3
+    assert len(p3["wall_repeats_s"]) == len(p3["cpu_repeats_s"]) == 3
+    assert p3["wall_s"] == pytest.approx(float(np.median(p3["wall_repeats_s"])))
+    assert p3["perturbations_per_s"] == pytest.approx(12 / p3["wall_s"])
+    assert p3["other_load_cores"] is None or p3["other_load_cores"] >= 0
+    np.testing.assert_array_equal(read_result(npz1)["perturbed"], outs["batched"]["perturbed"])
+    with pytest.raises(InputError, match="isp.repeats must be at least 1"):
+        infer_stratum(tok_path, model_dir, npz1, perf1, method="batched", device="cpu", repeats=0)
     a, b = outs["baseline"], outs["batched"]
     assert a["original"].shape == (6, 32) and a["perturbed"].shape == (12, 32)
     assert list(a["perturbation"][:2]) == ["delete:G1", "delete:G3"]

@@ -172,6 +172,7 @@ rule isp_infer:
     params:
         method=lambda wc: wc.method,
         layer=ISP["layer"],
+        repeats=ISP["repeats"],
         batch_size=lambda wc: ISP["batch_size"][wc.method],
         batching=lambda wc: REGISTRY[wc.method].batching,
         device=ISP["device"],

@@ -84,9 +84,17 @@ def _quality(r: dict, seed: int, cell_types: np.ndarray | None) -> dict:
     return out
 
 
+def _repeat_walls(p: PerfRecord) -> list[float]:
+    return [float(w) for w in (p.wall_repeats_s or [])] or ([float(p.wall_s)] if p.wall_s else [])
+
+
 def _perf_row(perfs: list[PerfRecord]) -> dict:
-    """Totals over strata: work over total time; peak memory the largest; CPU % time-weighted."""
+    """Totals over strata: work over total (median) time, ``wall_min_s`` / ``wall_max_s`` the sums
+    of each job's fastest / slowest repeat; peak memory the largest; CPU % time-weighted; the
+    other processes' load the largest seen."""
     wall = sum(float(p.wall_s or 0) for p in perfs)
+    walls = [_repeat_walls(p) for p in perfs]
+    loads = [p.other_load_cores for p in perfs if p.other_load_cores is not None]
     n_p = sum(int(p.n_perturbations or 0) for p in perfs)
     n_c = sum(int(p.n_cells or 0) for p in perfs)
 
@@ -103,6 +111,10 @@ def _perf_row(perfs: list[PerfRecord]) -> dict:
         "n_cells": n_c,
         "n_perturbations": n_p,
         "wall_s": wall,
+        "wall_min_s": sum(min(w) for w in walls if w) if any(walls) else float("nan"),
+        "wall_max_s": sum(max(w) for w in walls if w) if any(walls) else float("nan"),
+        "repeats": min(len(w) for w in walls) if any(walls) else 0,
+        "other_load_cores": max(loads) if loads else float("nan"),
         "perturbations_per_s": n_p / wall if wall > 0 else float("nan"),
         "cells_per_s": n_c / wall if wall > 0 else float("nan"),
         "peak_rss_mb": peak(p.peak_rss_mb for p in perfs),
@@ -110,6 +122,21 @@ def _perf_row(perfs: list[PerfRecord]) -> dict:
         "gpu_peak_mem_mb": peak(p.gpu_peak_mem_mb for p in perfs),
         "trained": all(bool(p.trained) for p in perfs),
     }
+
+
+def _speedup_ranges(table: pd.DataFrame, base: pd.DataFrame) -> None:
+    """``speedup_min`` / ``speedup_max``, pair by pair against the baseline on the same stratum:
+    in a stratum's row the method's slowest repeat against the baseline's fastest and the other
+    way round (the same perturbations, so the ratio of times); in the row over all strata the
+    smallest and largest of the strata's speedups (each job measured under its own load)."""
+    strata = table["stratum"] != OVERALL
+    same = table["stratum"].map(base["n_perturbations"]) == table["n_perturbations"]
+    table.loc[strata, "speedup_min"] = (table["stratum"].map(base["wall_min_s"]) / table["wall_max_s"]).where(same)
+    table.loc[strata, "speedup_max"] = (table["stratum"].map(base["wall_max_s"]) / table["wall_min_s"]).where(same)
+    per = table[strata].groupby("method")["speedup"]
+    overall = table["stratum"] == OVERALL
+    table.loc[overall, "speedup_min"] = table.loc[overall, "method"].map(per.min())
+    table.loc[overall, "speedup_max"] = table.loc[overall, "method"].map(per.max())
 
 
 def evaluate(
@@ -162,10 +189,11 @@ def evaluate(
     for col in METRICS_COLUMNS:
         if col not in table.columns:
             table[col] = np.nan
-    table["speedup"] = np.nan
+    table["speedup"] = table["speedup_min"] = table["speedup_max"] = np.nan
     if has_baseline:
-        base = table[table["method"] == BASELINE].set_index("stratum")["perturbations_per_s"]
-        table["speedup"] = table["perturbations_per_s"] / table["stratum"].map(base)
+        base = table[table["method"] == BASELINE].set_index("stratum")
+        table["speedup"] = table["perturbations_per_s"] / table["stratum"].map(base["perturbations_per_s"])
+        _speedup_ranges(table, base)
     quality = [c for c in table.columns if c not in METRICS_COLUMNS]
     return table[[*METRICS_COLUMNS, *quality]]
 

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from netpert.machine import VECTOR_FLAGS, cpu_flags, cpu_model, cpu_summary
+
 log = logging.getLogger(__name__)
 
 
@@ -76,6 +78,7 @@ class Profiler:
         self._thread: threading.Thread | None = None
         self.wall_s = 0.0
         self.cpu_time_s = 0.0
+        self.machine_busy_s: float | None = None
         self._cuda = bool(gpu) and _torch_cuda()
 
     def _sample(self) -> None:
@@ -103,6 +106,7 @@ class Profiler:
             torch.cuda.reset_peak_memory_stats()
         self._sample()
         self._cpu0 = self.process.cpu_times()
+        self._sys0 = _machine_busy_s()
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="netpert-profiler", daemon=True)
         self._thread.start()
@@ -115,11 +119,20 @@ class Profiler:
             torch.cuda.synchronize()
         self.wall_s = time.perf_counter() - self._t0
         cpu1 = self.process.cpu_times()
+        sys1 = _machine_busy_s()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._sample()
         self.cpu_time_s = (cpu1.user - self._cpu0.user) + (cpu1.system - self._cpu0.system)
+        self.machine_busy_s = None if self._sys0 is None or sys1 is None else sys1 - self._sys0
+
+    def other_load_cores(self) -> float | None:
+        """CPU the rest of the machine used during the block, in cores (machine-wide busy CPU
+        seconds from psutil, less this process's, over the wall time); None where unknown."""
+        if self.machine_busy_s is None or self.wall_s <= 0:
+            return None
+        return max(float((self.machine_busy_s - self.cpu_time_s) / self.wall_s), 0.0)
 
     def summary(self) -> dict:
         """wall_s, cpu_time_s, cpu_percent (100 = one core busy), peak_rss_mb (sampled during
@@ -131,6 +144,7 @@ class Profiler:
             "peak_rss_mb": float(max(self.rss_samples)) if self.rss_samples else None,
             "ru_maxrss_mb": float(_ru_maxrss_mb()),
             "rss_samples": len(self.rss_samples),
+            "other_load_cores": self.other_load_cores(),
             "gpu": None,
         }
         gpu = {}
@@ -147,6 +161,17 @@ class Profiler:
             out["gpu_util_percent"] = gpu.get("util_percent")
             out["gpu_peak_mem_mb"] = gpu.get("max_memory_allocated_mb", gpu.get("mem_used_peak_mb"))
         return out
+
+
+def _machine_busy_s() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all cores; idle and iowait left out)."""
+    import psutil
+
+    try:
+        t = psutil.cpu_times()
+    except Exception:  # pragma: no cover - no /proc
+        return None
+    return float(sum(v for k, v in t._asdict().items() if k not in ("idle", "iowait", "guest", "guest_nice")))
 
 
 def _torch_cuda() -> bool:
@@ -182,14 +207,9 @@ def machine() -> dict:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_total_mb": psutil.virtual_memory().total / 2**20,
     }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    out["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:  # pragma: no cover - not Linux
-        pass
+    out["cpu_model"] = cpu_model()
+    out["vector_flags"] = [f for f in VECTOR_FLAGS if f in cpu_flags()]
+    out["cpu"] = cpu_summary()
     if _torch_cuda():
         import torch
 

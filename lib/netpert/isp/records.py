@@ -34,8 +34,11 @@ STATUSES = (OK, NOT_RUN)
 class PerfRecord:
     """How one method ran over one stratum (perf.json). Times in seconds, memory in MB.
 
-    ``wall_s`` is the timed screen without its warm-up batch (``wall_with_warmup_s`` with it);
+    ``wall_s`` is the timed screen without its warm-up batch (``wall_with_warmup_s`` the first
+    repeat with it), the median of ``repeats`` runs of the screen in the job (``wall_repeats_s``
+    and ``cpu_repeats_s`` every repeat's wall and CPU seconds, in order);
     ``cpu_percent`` the process's CPU time over wall time (100 = one core busy);
+    ``other_load_cores`` the most CPU (in cores) the rest of the machine used during a repeat;
     ``peak_rss_mb`` the resident memory peak sampled during the screen, ``ru_maxrss_mb`` the
     process's lifetime peak (model loading included).
     """
@@ -59,6 +62,10 @@ class PerfRecord:
     cpu_percent: float | None = None
     peak_rss_mb: float | None = None
     ru_maxrss_mb: float | None = None
+    repeats: int = 1
+    wall_repeats_s: list = field(default_factory=list)
+    cpu_repeats_s: list = field(default_factory=list)
+    other_load_cores: float | None = None
     perturbations_per_s: float | None = None
     cells_per_s: float | None = None
     sequences_per_s: float | None = None
@@ -181,8 +188,9 @@ def read_result(path) -> dict:
 #: the metrics.tsv columns every row has (``stratum`` "all" = over all strata)
 METRICS_COLUMNS = (
     "method", "stratum", "status", "reason", "device",
-    "n_cells", "n_perturbations", "wall_s", "perturbations_per_s", "cells_per_s", "speedup",
-    "peak_rss_mb", "cpu_percent", "gpu_peak_mem_mb", "trained",
+    "n_cells", "n_perturbations", "wall_s", "wall_min_s", "wall_max_s", "repeats",
+    "perturbations_per_s", "cells_per_s", "speedup", "speedup_min", "speedup_max",
+    "peak_rss_mb", "cpu_percent", "other_load_cores", "gpu_peak_mem_mb", "trained",
     "mean_effect", "max_effect", "mean_cell_shift",
     "mean_cosine", "min_cosine", "spearman", "max_shift_diff", "passes_bar", "failed_criteria",
 )

@@ -35,68 +35,16 @@ DEFAULT_PACKAGES = (
     "matplotlib",
 )
 
-#: CPU flags (x86 /proc/cpuinfo "flags", ARM "Features") that mean native bfloat16 arithmetic
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
-
-
-def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _cpuinfo_field(text: str, names: tuple[str, ...]) -> str | None:
-    """The value of the first of ``names`` (in that priority) found as a "key : value" line."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        if sep and value.strip() and key not in fields:
-            fields[key] = value.strip()
-    return next((fields[n] for n in names if n in fields), None)
-
-
-def cpu_model(cpuinfo: str | None = None, lscpu: str | None = None) -> str | None:
-    """The CPU's model name: ``lscpu`` "Model name", else ``/proc/cpuinfo`` "model name", else platform."""
-    if lscpu is None and shutil.which("lscpu"):
-        try:
-            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, env=dict(os.environ, LC_ALL="C")).stdout
-        except (OSError, subprocess.SubprocessError):
-            lscpu = ""
-    name = _cpuinfo_field(lscpu or "", ("model name",))
-    if name is None:
-        text = _read_text("/proc/cpuinfo") if cpuinfo is None else cpuinfo
-        name = _cpuinfo_field(text, ("model name", "hardware", "cpu model", "processor"))
-    return name or platform.processor() or None
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty set where there is no such file)."""
-    text = _read_text("/proc/cpuinfo") if cpuinfo is None else cpuinfo
-    value = _cpuinfo_field(text, ("flags", "features"))
-    return set(value.split()) if value else set()
-
-
-def cpu_bf16(flags: set[str] | None = None) -> bool:
-    """Whether the CPU does bfloat16 arithmetic natively (AVX512-BF16, AMX-BF16 or ARM BF16)."""
-    flags = cpu_flags() if flags is None else flags
-    return any(f in flags for f in BF16_FLAGS)
-
-
-#: the vector-unit flags a speed figure depends on, in the order they are printed
-VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "neon", "asimd")
-
-
-def cpu_summary(cpuinfo: str | None = None) -> str:
-    """One line naming the CPU a figure was measured on: model, the cores this process may use
-    (of the machine's), and the vector flags of :data:`VECTOR_FLAGS` it has (AVX2 / AVX-512 /
-    VNNI / bf16)."""
-    flags = cpu_flags(cpuinfo)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    vec = [f for f in VECTOR_FLAGS if f in flags]
-    return (f"{cpu_model(cpuinfo, '' if cpuinfo is not None else None) or 'unknown CPU'}, {usable} of {os.cpu_count()} cores, "
-            f"vector flags: {' '.join(vec) if vec else 'none of ' + '/'.join(VECTOR_FLAGS[:5])}")
+from netpert.machine import (  # noqa: E402,F401  (re-exported: the report's names for them)
+    BF16_FLAGS,
+    VECTOR_FLAGS,
+    _cpuinfo_field,
+    _read_text,
+    cpu_bf16,
+    cpu_flags,
+    cpu_model,
+    cpu_summary,
+)
 
 
 def package_versions(packages=DEFAULT_PACKAGES) -> dict[str, str | None]:
@@ -212,6 +160,8 @@ def capture_environment(packages=DEFAULT_PACKAGES) -> dict:
         "cpu_affinity": affinity,
         "ram_gb": ram_gb(),
         "cpu_bf16": cpu_bf16(flags) if flags else None,
+        "vector_flags": [f for f in VECTOR_FLAGS if f in flags],
+        "cpu": cpu_summary(),
         "gpus": gpu_list,
         "gpu": ", ".join(g["name"] + (f" ({g['memory_gb']} GiB)" if "memory_gb" in g else "") for g in gpu_list) or "none",
         "packages": package_versions(packages),
