@@ -168,12 +168,15 @@ def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: in
                 method=method, stratum=slug, trained=trained, note=untrained, notes=[untrained] if untrained else [],
                 device="cpu", n_cells=n_cells, n_perturbations=n_p, n_sequences=n_cells + n_p,
                 skipped={str(lab): 0 for lab in labels}, wall_s=wall, cpu_time_s=0.95 * wall, cpu_percent=95.0,
+                repeats=3, wall_repeats_s=[0.9 * wall, wall, 1.3 * wall], cpu_repeats_s=[0.9 * wall, 0.95 * wall, wall],
+                other_load_cores=0.8 if method == "onnx" else 0.0,
                 peak_rss_mb=rss + 10 * k, ru_maxrss_mb=rss + 50, perturbations_per_s=n_p / wall,
                 cells_per_s=n_cells / wall, sequences_per_s=(n_cells + n_p) / wall, load_s=0.1,
                 batching="length_sorted", batch_size=32, threads=1, layer=-2,
                 backend={"method": method, "device": "cpu", "runtime": "test runtime 1.0",
                          "precision": "int8" if "int8" in method else "fp32", "providers": ["CPUExecutionProvider"]},
-                model=model_desc, machine={"cpu_model": "Test CPU 9000"},
+                model=model_desc, machine={"cpu_model": "Test CPU 9000", "cpu_count_logical": 2,
+                                           "cpu": "Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma"},
             ))
             npz.append(d / f"{slug}.npz")
             perf.append(d / f"{slug}.perf.json")
@@ -424,6 +427,18 @@ def test_markdown_names_environment_readings_and_flags(synthetic_report):
     assert "| dynamic-qint8 (kept) | 0.9995 | 0.9950 | yes |" in md and "RuntimeError: boom" in md
     # untrained: the embedding figures are labelled
     assert "Embedding quality per method (untrained weights: timings and consistency only)" in md
+    # spread, machine and load (issue 16 items 1, 2)
+    assert "ISP timed on: Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma; GPU: none." in md
+    assert "Measured on: Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma; GPU: none." in md
+    assert "| time (s), median [range] | repeats |" in md and "speedup [range over strata]" in md
+    base_row = next(line for line in md.splitlines() if line.startswith("| **baseline** |"))
+    cells = [c.strip() for c in base_row.split("|")]
+    wall = float(cells[2].split(" [")[0])
+    lo, hi = (float(v) for v in cells[2].split("[")[1].rstrip("]").split("-"))
+    assert lo == pytest.approx(0.9 * wall, rel=0.01) and hi == pytest.approx(1.3 * wall, rel=0.01) and cells[3] == "3"
+    assert "**CPU s per wall s**:" in md and "| 0.95 |" in base_row
+    assert "**The machine was busy**: other processes took up to 0.8 of 2 cores" in md
+    assert "worst: onnx on" in md
 
 
 def test_trained_model_has_no_untrained_warning(tmp_path):

@@ -236,6 +236,7 @@ def section_environment(env: Mapping) -> str:
         ("Cores", cores),
         ("RAM", fmt(env.get("ram_gb"), 4, " GiB")),
         ("GPU", env.get("gpu") or "none"),
+        ("CPU vector flags", " ".join(env.get("vector_flags") or []) or NA),
         ("CPU bf16 support", fmt(env.get("cpu_bf16")) if env.get("cpu_bf16") is not None else NA),
         ("Platform", env.get("platform") or NA),
         ("Python", env.get("python") or NA),
@@ -345,20 +346,75 @@ def section_master_regulators(data: ReportData) -> str:
     return "\n".join(out)
 
 
+def _range(lo, hi, digits: int = 3, unit: str = "") -> str:
+    if lo is None or hi is None or not (np.isfinite(float(lo)) and np.isfinite(float(hi))):
+        return ""
+    return f" [{fmt(lo, digits)}-{fmt(hi, digits)}{unit}]"
+
+
 METHOD_COLUMNS = (
-    ("method", "method", str),
-    ("wall_s", "time (s)", lambda v: fmt(v, 3)),
-    ("perturbations_per_s", "perturbations/s", lambda v: fmt(v, 3)),
-    ("cells_per_s", "cells/s", lambda v: fmt(v, 3)),
-    ("speedup", "speedup", lambda v: fmt(v, 3, "x")),
-    ("peak_rss_mb", "peak RSS (MB)", lambda v: fmt(v, 4)),
-    ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda v: fmt(v, 4)),
-    ("cpu_percent", "CPU %", lambda v: fmt(v, 3)),
-    ("mean_cosine", "mean cosine", fmt_cos),
-    ("min_cosine", "min cosine", fmt_cos),
-    ("spearman", "Spearman (effects)", fmt_cos),
-    ("max_shift_diff", "max shift diff", lambda v: fmt(v, 3)),
+    ("method", "method", None, "the inference method (netpert.isp.methods.REGISTRY)"),
+    ("wall_s", "time (s), median [range]", lambda r: fmt(r["wall_s"], 3) + _range(_get(r, "wall_min_s"), _get(r, "wall_max_s")),
+     "seconds of the timed screen summed over the strata: the median of the `isp.repeats` runs in each job, "
+     "in brackets the sums of each job's fastest and slowest repeat"),
+    ("repeats", "repeats", lambda r: fmt(r["repeats"]), "timed runs of the screen in each job"),
+    ("perturbations_per_s", "perturbations/s", lambda r: fmt(r["perturbations_per_s"], 3),
+     "perturbations over the median time"),
+    ("speedup", "speedup [range over strata]",
+     lambda r: fmt(r["speedup"], 3, "x") + _range(_get(r, "speedup_min"), _get(r, "speedup_max"), 3, "x"),
+     "perturbations per second over the baseline's; in brackets the smallest and largest speedup of one "
+     "stratum, method and baseline compared pair by pair on the same cells"),
+    ("peak_rss_mb", "peak RSS (MB)", lambda r: fmt(r["peak_rss_mb"], 4),
+     "the largest resident memory of the process during a timed screen (psutil samples every 50 ms), over the strata"),
+    ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda r: fmt(r["gpu_peak_mem_mb"], 4), "peak GPU memory allocated"),
+    ("cpu_percent", "CPU s per wall s", lambda r: fmt(float(r["cpu_percent"]) / 100.0, 3),
+     "the job's CPU seconds over its wall seconds (2 = two cores kept busy); under the job's thread count "
+     "means the job waited (for memory, for other work on the machine)"),
+    ("other_load_cores", "other load (cores)", lambda r: fmt(r["other_load_cores"], 2),
+     "CPU the rest of the machine used meanwhile, in cores (machine-wide busy time less the job's); the "
+     "largest over repeats and strata"),
+    ("mean_cosine", "mean cosine", lambda r: fmt_cos(r["mean_cosine"]), "mean cosine of the method's cell embeddings to the baseline's"),
+    ("min_cosine", "min cosine", lambda r: fmt_cos(r["min_cosine"]), "the worst cell's cosine"),
+    ("spearman", "Spearman (effects)", lambda r: fmt_cos(r["spearman"]),
+     "rank correlation of the per-perturbation effects (embedding shifts) with the baseline's"),
+    ("max_shift_diff", "max shift diff", lambda r: fmt(r["max_shift_diff"], 3),
+     "largest absolute difference of a perturbation's cell shift from the baseline's"),
 )
+
+#: other processes' CPU (share of the machine's cores) above which the report warns
+LOAD_WARNING_SHARE = 0.1
+
+
+def machine_line(data: ReportData, env: Mapping | None = None) -> str:
+    """Where the ISP jobs ran (their perf records' CPU line: model, cores, vector flags; GPU),
+    else the report machine's."""
+    cpus = []
+    if "machine.cpu" in data.perf:
+        cpus = list(dict.fromkeys(data.perf["machine.cpu"].dropna().astype(str)))
+    if not cpus and env:
+        cpus = [env.get("cpu") or env.get("cpu_model") or NA]
+    gpus = []
+    if "machine.gpu_name" in data.perf:
+        gpus = list(dict.fromkeys(data.perf["machine.gpu_name"].dropna().astype(str)))
+    return " | ".join(cpus or [NA]) + "; GPU: " + (", ".join(gpus) if gpus else "none")
+
+
+def load_warning(data: ReportData) -> str | None:
+    """A sentence when other work took a visible share of the machine during the ISP timing."""
+    p = data.perf
+    if p.empty or "other_load_cores" not in p:
+        return None
+    load = pd.to_numeric(p["other_load_cores"], errors="coerce")
+    cores = pd.to_numeric(p.get("machine.cpu_count_logical", pd.Series(np.nan, index=p.index)), errors="coerce")
+    share = load / cores
+    busy = p[share > LOAD_WARNING_SHARE]
+    if busy.empty:
+        return None
+    worst = busy.loc[share[busy.index].idxmax()]
+    return (f"**The machine was busy**: other processes took up to {fmt(worst['other_load_cores'], 2)} of "
+            f"{fmt(cores[worst.name])} cores during ISP timing ({len(busy)} of {len(p)} jobs above "
+            f"{LOAD_WARNING_SHARE:.0%}; worst: {worst['method']} on {worst['stratum']}). Absolute rates are "
+            "lower than on a quiet machine; the ranges show how much they moved.")
 
 
 def section_methods(data: ReportData) -> str:
@@ -371,7 +427,7 @@ def section_methods(data: ReportData) -> str:
                                                                      or m[c[0]].notna().any())]
         rows = []
         for _, r in m.iterrows():
-            cells = [f(r[k]) if k != "method" else f"**{r[k]}**" for k, _, f in cols]
+            cells = [f(r) if k != "method" else f"**{r[k]}**" for k, _, f, _ in cols]
             p = r["passes_bar"]
             if r["method"] == data.baseline:
                 cells.append("reference")
@@ -384,8 +440,13 @@ def section_methods(data: ReportData) -> str:
             rows.append(cells)
         out.append(md_table(rows, [c[1] for c in cols] + ["consistency bar"], "l" + "r" * (len(cols) - 1) + "l"))
         bar_text = ", ".join(f"{k.replace('_', ' ')} >= {v:g}" for k, v in data.bar.items())
-        out += ["", f"Consistency is measured against `{data.baseline}`; the bar is {bar_text}. "
-                "Speedup is perturbations per second over the baseline's. Peak RSS is the inference job's.", ""]
+        out += ["", f"Measured on: {machine_line(data)}.", "",
+                f"Consistency is measured against `{data.baseline}`; the bar is {bar_text}. The columns:", ""]
+        out += [f"- **{label}**: {why}" for _, label, _, why in cols[1:]]
+        out += ["- **consistency bar**: whether the method meets every criterion of the bar", ""]
+        warning = load_warning(data)
+        if warning:
+            out += [warning, ""]
         facts = data.method_facts
         if not facts.empty and facts.shape[1] > 1:
             keep = [c for c in facts.columns if c != "method" and facts[c].notna().any()]
@@ -440,6 +501,11 @@ def render_markdown(
     # summary
     out += ["## Summary", ""]
     summary = []
+    if not data.perf.empty:
+        summary.append(f"ISP timed on: {machine_line(data, env)}.")
+        warning = load_warning(data)
+        if warning:
+            summary.append(warning)
     if not data.methods.empty:
         summary += [reading_throughput(data), reading_consistency(data)]
     if not data.not_run.empty:
