@@ -427,6 +427,9 @@ def test_markdown_names_environment_readings_and_flags(synthetic_report):
     assert "| dynamic-qint8 (kept) | 0.9995 | 0.9950 | yes |" in md and "RuntimeError: boom" in md
     # untrained: the embedding figures are labelled
     assert "Embedding quality per method (untrained weights: timings and consistency only)" in md
+    # the network stage per stratum, the strata without a network marked (issue 16 item 4)
+    assert "## Networks" in md and "| CD34+ | 13 | n/a | n/a | **not built** | 13 cells < strata.min_cells=30 |" in md
+    assert "- Networks: 2 of 3 strata have one" in md and "1 not built (CD34+: 13 cells < strata.min_cells=30)" in md
     # spread, machine and load (issue 16 items 1, 2)
     assert "ISP timed on: Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma; GPU: none." in md
     assert "Measured on: Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma; GPU: none." in md

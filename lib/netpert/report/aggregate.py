@@ -196,6 +196,28 @@ def network_sizes(networks: Sequence[str | Path] = (), regulons: Sequence[str | 
     return pd.DataFrame([{"stratum": k, **v} for k, v in rows.items()], columns=cols)
 
 
+def network_outcomes(data: "ReportData") -> pd.DataFrame:
+    """Per stratum of strata.tsv: cell type, cells, edges, regulons and its network's outcome:
+    ``network`` (regulons to score), ``empty`` (built, but no regulon kept: skipped) or ``not built``
+    (skipped before ARACNe), with the reason."""
+    st = data.strata
+    rows = []
+    for _, r in st.iterrows():
+        edges = pd.to_numeric(r.get("edges", np.nan), errors="coerce")
+        regulons = pd.to_numeric(r.get("regulons", np.nan), errors="coerce")
+        net_status = str(r.get("network_status", "") or "")
+        if r["status"] == "kept" and (pd.isna(regulons) or regulons > 0):  # no count: the stratify table
+            outcome = "network"
+        elif net_status in ("ok", "skipped") or (not pd.isna(edges) and edges > 0):
+            outcome = "empty"
+        else:
+            outcome = "not built"
+        rows.append({"slug": r["slug"], "cell_type": str(r.get("cell_type", r["slug"]) or r["slug"]),
+                     "n_cells": r.get("n_cells", ""), "edges": edges, "regulons": regulons, "outcome": outcome,
+                     "reason": "" if outcome == "network" else str(r.get("reason", "") or "")})
+    return pd.DataFrame(rows, columns=["slug", "cell_type", "n_cells", "edges", "regulons", "outcome", "reason"])
+
+
 # --------------------------------------------------------------------------- VIPER
 def read_master_regulators(path: str | Path):
     """``viper/master_regulators.tsv`` as a :class:`netpert.mr_table.MasterRegulatorTable`

@@ -10,7 +10,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from netpert.report.aggregate import ReportData, fastest_method, mr_strata_table, not_run_text, quality_table
+from netpert.report.aggregate import (
+    ReportData,
+    fastest_method,
+    mr_strata_table,
+    network_outcomes,
+    not_run_text,
+    quality_table,
+)
 from netpert.report.plots import UNTRAINED_NOTE
 
 NA = "n/a"
@@ -212,6 +219,37 @@ def reading_networks(data: ReportData) -> str:
     if len(n) > 1:
         text += f"; {labels.get(small['stratum'], small['stratum'])} the smallest ({int(small['n_edges'])} edges)"
     return text + "."
+
+
+def reading_network_strata(data: ReportData) -> str:
+    """One sentence: which strata have a network, which came out empty and which were not built."""
+    t = network_outcomes(data)
+    if t.empty:
+        return ""
+    has = t[t["outcome"] == "network"].sort_values("edges", ascending=False)
+    empty, unbuilt = t[t["outcome"] == "empty"], t[t["outcome"] == "not built"]
+    text = f"Networks: {len(has)} of {len(t)} strata have one"
+    if len(has):
+        text += " (" + "; ".join(f"{r.cell_type}: {fmt(r.edges)} edges, {fmt(r.regulons)} regulons" for r in has.itertuples()) + ")"
+    if len(empty):
+        text += (f"; {len(empty)} built but kept no regulon, so skipped (" +
+                 "; ".join(f"{r.cell_type}: {fmt(r.edges)} edges" for r in empty.itertuples()) + ")")
+    if len(unbuilt):
+        text += f"; {len(unbuilt)} not built (" + "; ".join(f"{r.cell_type}: {r.reason or 'skipped'}" for r in unbuilt.itertuples()) + ")"
+    return text + "."
+
+
+def section_networks(data: ReportData) -> str:
+    t = network_outcomes(data)
+    out = ["## Networks", ""]
+    if t.empty:
+        return "\n".join(out + ["No strata table.", ""])
+    label = {"network": "network", "empty": "**empty: skipped**", "not built": "**not built**"}
+    rows = [(r.cell_type, fmt(r.n_cells), fmt(r.edges), fmt(r.regulons), label[r.outcome], r.reason or "")
+            for r in t.itertuples()]
+    out += [md_table(rows, ["stratum", "cells", "edges", "regulons", "outcome", "reason"], "lrrrll"), "",
+            reading_network_strata(data), ""]
+    return "\n".join(out)
 
 
 FIGURE_TITLES = {
@@ -513,12 +551,15 @@ def render_markdown(
                                                for _, r in data.not_run.iterrows()) + ".")
     if not data.stages.empty:
         summary.append(reading_stages(data))
+    if not data.strata.empty and "slug" in data.strata:
+        summary.append(reading_network_strata(data))
     if not data.mr_strata.empty:
         summary.append(reading_mr_strata(data))
     out += [f"- {s}" for s in summary] + [""]
     out.append(section_environment(env))
     out.append(section_model(data))
     out.append(section_dataset(data))
+    out.append(section_networks(data))
     out.append(section_master_regulators(data))
     out.append(section_methods(data))
     # figures

@@ -324,10 +324,20 @@ def plot_mr_heatmap(activity: pd.DataFrame, mr_source: Mapping[str, str] | None 
     return fig
 
 
-def plot_network_size(networks: pd.DataFrame, labels: Mapping[str, str] | None = None):
-    """Per stratum: ARACNe edges (left) and regulators / regulons kept (right)."""
+def plot_network_size(networks: pd.DataFrame, labels: Mapping[str, str] | None = None,
+                      outcomes: pd.DataFrame | None = None):
+    """Per stratum: ARACNe edges (left) and regulators / regulons kept (right). ``outcomes``
+    (:func:`netpert.report.aggregate.network_outcomes`) adds the strata without a network: their
+    rows are labelled "[empty: skipped]" or "[not built]", in grey."""
     n = networks.sort_values("stratum")
-    names = [labels.get(s, s) if labels else s for s in n["stratum"]]
+    marks: dict[str, str] = {}
+    if outcomes is not None and not outcomes.empty:
+        extra = outcomes[~outcomes["slug"].isin(n["stratum"])]
+        n = pd.concat([n, pd.DataFrame({"stratum": extra["slug"], "n_edges": np.nan, "n_regulators": np.nan, "n_regulons": np.nan})],
+                      ignore_index=True).sort_values("stratum")
+        marks = {r.slug: ("empty: skipped" if r.outcome == "empty" else "not built")
+                 for r in outcomes.itertuples() if r.outcome != "network"}
+    names = [(labels.get(s, s) if labels else s) + (f" [{marks[s]}]" if s in marks else "") for s in n["stratum"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(n) + 2.1), sharey=True)
     y = np.arange(len(n))
     bars = axes[0].barh(y, n["n_edges"].fillna(0), color="#1f77b4", edgecolor="black", linewidth=0.4)
@@ -345,11 +355,15 @@ def plot_network_size(networks: pd.DataFrame, labels: Mapping[str, str] | None =
     axes[1].set_title("Regulators and regulons", fontsize=10)
     fig.legend(handles=[b1, b2], loc="lower center", ncol=2, fontsize=8, frameon=False)
     axes[0].set_yticks(y, names)
+    for tick, slug in zip(axes[0].get_yticklabels(), n["stratum"]):
+        if slug in marks:
+            tick.set_color("#777777")
+            tick.set_fontstyle("italic")
     axes[0].set_ylabel("stratum (cell type)")
     for ax in axes:
         ax.margins(x=0.25)
         ax.grid(axis="x", alpha=0.3)
-    _title(fig, "ARACNe network size per stratum")
+    _title(fig, "ARACNe network size per stratum" + (" (grey: no network, see the report's Networks table)" if marks else ""))
     fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))
     return fig
 
@@ -435,6 +449,9 @@ def write_figures(
     attempt("viper__master_regulators.png", lambda: plot_mr_heatmap(data.mr_activity, mr_source, row_notes),
             None if not data.mr_activity.empty else no_mr)
     labels = dict(zip(data.strata["slug"], data.strata.get("cell_type", data.strata["slug"])))
-    attempt("aracne__network_size.png", lambda: plot_network_size(data.networks, labels),
+    from netpert.report.aggregate import network_outcomes
+
+    outcomes = network_outcomes(data) if "slug" in data.strata else None
+    attempt("aracne__network_size.png", lambda: plot_network_size(data.networks, labels, outcomes),
             None if not data.networks.empty else "no ARACNe networks")
     return written, missing
