@@ -164,12 +164,19 @@ def plot_consistency(methods: pd.DataFrame, bar: Mapping[str, float], baseline: 
         hatches = ["//" if p is False else "" for p in sub["passes_bar"]]
         bars = ax.bar(x, dist, bottom=0, color=[colors[k] for k in sub["method"]], hatch=hatches,
                       edgecolor="black", linewidth=0.5)
-        _annotate_bars(ax, bars, [_near_one(v) for v in sub[key]])
+        raw = 1.0 - sub[key].astype(float).to_numpy()
+        clipped = raw < EXACT
+        _annotate_bars(ax, bars, [_near_one(v) + ("\n(1 - value < 1e-8:\nclipped at the floor)" if c else "")
+                                  for v, c in zip(sub[key], clipped)])
+        if clipped.any():
+            ax.scatter(x[clipped], np.full(clipped.sum(), EXACT), marker="v", color="black", zorder=3, s=28,
+                       label="clipped: below the axis floor")
         ax.set_yscale("log")
         ax.set_ylim(EXACT / 2, max(1.0, dist.max() * 20))
         if key in bar:
             ax.axhline(1.0 - bar[key], color="crimson", linestyle="--", linewidth=1.2,
                        label=f"bar: {key} >= {bar[key]:g}")
+        if key in bar or clipped.any():
             ax.legend(loc="upper left", fontsize=8, frameon=False)
         ax.set_xticks(x, sub["method"], rotation=20, ha="right")
         ax.set_xlabel("inference method")
@@ -199,7 +206,8 @@ def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False):
         ax.set_xticks(x, sub["method"], rotation=20, ha="right")
         ax.set_xlabel("inference method")
         ax.set_ylabel(key.replace("_", " "))
-        ax.set_title(key.replace("_", " "), fontsize=10)
+        better = "lower is better" if key.endswith("davies_bouldin") else "higher is better"
+        ax.set_title(f"{key.replace('_', ' ')} ({better})", fontsize=10)
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
