@@ -444,6 +444,28 @@ def test_markdown_names_environment_readings_and_flags(synthetic_report):
     assert "worst: onnx on" in md
 
 
+def test_speed_figures_and_tables_name_the_machine(synthetic_report):
+    """Every figure and table with a speed says what it was measured on (issue 16 item 2): the ISP
+    figures the perf records' CPU line, the stage-time figure and table the report job's machine."""
+    from netpert.report import plots
+
+    _, _, out, data = synthetic_report
+    isp_line = "Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma; GPU: none"
+    assert aggregate.machine_line(data) == isp_line
+    env = {**FAKE_ENV, "cpu": "Report CPU, 2 of 8 cores, vector flags: avx2", "gpu": "none"}
+    for fig in (plots.plot_throughput(data.methods, machine=aggregate.machine_line(data)),
+                plots.plot_memory(data.methods, machine=aggregate.machine_line(data))):
+        assert [t.get_text() for t in fig.texts if t.get_text().startswith("measured on")] == [f"measured on: {isp_line}"]
+    fig = plots.plot_stage_time(data.stages, aggregate.env_machine_line(env))
+    assert any(t.get_text().startswith("measured on: Report CPU, 2 of 8 cores, vector flags: avx2; GPU: none")
+               for t in fig.texts)
+    md = markdown.render_markdown(data, env)
+    stages = md.split("## Workflow stages")[1]
+    assert "Measured on: Report CPU, 2 of 8 cores, vector flags: avx2; GPU: none" in stages
+    assert f"Measured on: {isp_line}." in md.split("## ISP methods")[1]
+    plots.plt.close("all")
+
+
 def test_trained_model_has_no_untrained_warning(tmp_path):
     inputs = make_results(tmp_path, trained=True)
     data = aggregate.collect(inputs, OPTIONS)

@@ -64,7 +64,7 @@ def build_report(
                 points[method] = embedding_points(data.embeddings[method])
 
     with atomic_dir(outputs.figures) as tmp_fig:
-        written, missing = write_figures(data, tmp_fig, umap=options.umap, seed=options.seed)
+        written, missing = write_figures(data, tmp_fig, umap=options.umap, seed=options.seed, environment=env)
         rel = os.path.relpath(outputs.figures, outputs.markdown.parent)
         text = render_markdown(data, env, figures=list(written), missing_figures=missing, umap_points=points,
                                figures_dir=rel)

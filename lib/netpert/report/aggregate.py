@@ -218,6 +218,27 @@ def network_outcomes(data: "ReportData") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["slug", "cell_type", "n_cells", "edges", "regulons", "outcome", "reason"])
 
 
+def machine_line(data: "ReportData", env: Mapping | None = None) -> str:
+    """Where the ISP jobs ran (their perf records' CPU line: model, cores, vector flags; GPU),
+    else the report machine's."""
+    cpus = []
+    if "machine.cpu" in data.perf:
+        cpus = list(dict.fromkeys(data.perf["machine.cpu"].dropna().astype(str)))
+    if not cpus and env:
+        return env_machine_line(env)
+    gpus = []
+    if "machine.gpu_name" in data.perf:
+        gpus = list(dict.fromkeys(data.perf["machine.gpu_name"].dropna().astype(str)))
+    return " | ".join(cpus or ["n/a"]) + "; GPU: " + (", ".join(gpus) if gpus else "none")
+
+
+def env_machine_line(env: Mapping | None) -> str:
+    """The machine the report job ran on (:func:`netpert.report.environment.capture_environment`),
+    in the words of :func:`machine_line`: the CPU line (model, cores, vector flags) and the GPU."""
+    env = env or {}
+    return f"{env.get('cpu') or env.get('cpu_model') or 'n/a'}; GPU: {env.get('gpu') or 'none'}"
+
+
 # --------------------------------------------------------------------------- VIPER
 def read_master_regulators(path: str | Path):
     """``viper/master_regulators.tsv`` as a :class:`netpert.mr_table.MasterRegulatorTable`

@@ -12,7 +12,9 @@ import pandas as pd
 
 from netpert.report.aggregate import (
     ReportData,
+    env_machine_line,
     fastest_method,
+    machine_line,
     mr_strata_table,
     network_outcomes,
     not_run_text,
@@ -423,20 +425,6 @@ METHOD_COLUMNS = (
 LOAD_WARNING_SHARE = 0.1
 
 
-def machine_line(data: ReportData, env: Mapping | None = None) -> str:
-    """Where the ISP jobs ran (their perf records' CPU line: model, cores, vector flags; GPU),
-    else the report machine's."""
-    cpus = []
-    if "machine.cpu" in data.perf:
-        cpus = list(dict.fromkeys(data.perf["machine.cpu"].dropna().astype(str)))
-    if not cpus and env:
-        cpus = [env.get("cpu") or env.get("cpu_model") or NA]
-    gpus = []
-    if "machine.gpu_name" in data.perf:
-        gpus = list(dict.fromkeys(data.perf["machine.gpu_name"].dropna().astype(str)))
-    return " | ".join(cpus or [NA]) + "; GPU: " + (", ".join(gpus) if gpus else "none")
-
-
 def load_warning(data: ReportData) -> str | None:
     """A sentence when other work took a visible share of the machine during the ISP timing."""
     p = data.perf
@@ -505,7 +493,7 @@ def section_methods(data: ReportData) -> str:
     return "\n".join(out)
 
 
-def section_stages(data: ReportData) -> str:
+def section_stages(data: ReportData, env: Mapping | None = None) -> str:
     s = data.stages
     out = ["## Workflow stages", ""]
     if s.empty:
@@ -514,6 +502,9 @@ def section_stages(data: ReportData) -> str:
             for _, r in s.iterrows()]
     out.append(md_table(rows, ["rule", "stage", "jobs", "seconds (sum)", "CPU seconds (sum)", "max RSS (MB)"], "llrrrr"))
     out += ["", "From Snakemake's `benchmark:` files, summed over the jobs of each rule (max RSS: the largest job).", ""]
+    if env:
+        out += [f"Measured on: {env_machine_line(env)} (the report job's machine; jobs sent to a cluster may have run "
+                "elsewhere).", ""]
     return "\n".join(out)
 
 
@@ -574,5 +565,5 @@ def render_markdown(
         out += [f"### {title_}", "", f"![{title_}]({figures_dir}/{name})", "", reading, ""]
     if missing_figures:
         out += ["Figures not drawn:", ""] + [f"- `{k}`: {v}" for k, v in missing_figures.items()] + [""]
-    out.append(section_stages(data))
+    out.append(section_stages(data, env))
     return "\n".join(out).rstrip() + "\n"

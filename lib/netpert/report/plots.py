@@ -20,7 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from netpert.report.aggregate import METHOD_ORDER, ReportData, fastest_method, mr_row_notes  # noqa: E402
+from netpert.report.aggregate import (  # noqa: E402
+    METHOD_ORDER,
+    ReportData,
+    env_machine_line,
+    fastest_method,
+    machine_line,
+    mr_row_notes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,12 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
     cmap = plt.get_cmap("tab10")
     order = list(METHOD_ORDER) + sorted(m for m in methods if m not in METHOD_ORDER)
     return {m: matplotlib.colors.to_hex(cmap(order.index(m) % 10)) for m in methods}
+
+
+def _machine_note(fig, machine: str | None) -> None:
+    """The machine a speed figure was measured on, small, at the bottom left."""
+    if machine:
+        fig.text(0.005, 0.005, f"measured on: {machine}", fontsize=7, color="#555555", ha="left", va="bottom")
 
 
 def _title(fig, text: str, untrained: bool = False) -> None:
@@ -88,7 +101,7 @@ def _fail_legend(ax, methods: pd.DataFrame) -> None:
 
 
 # --------------------------------------------------------------------------- ISP
-def plot_throughput(methods: pd.DataFrame, baseline: str = "baseline", untrained: bool = False):
+def plot_throughput(methods: pd.DataFrame, baseline: str = "baseline", untrained: bool = False, machine: str | None = None):
     """Perturbations per second and speedup over the baseline, one bar per method."""
     m = methods.dropna(subset=["perturbations_per_s"]) if "perturbations_per_s" in methods else methods.iloc[0:0]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -111,11 +124,12 @@ def plot_throughput(methods: pd.DataFrame, baseline: str = "baseline", untrained
         ax.grid(axis="y", alpha=0.3)
     _fail_legend(axes[1], m)
     _title(fig, "ISP inference throughput per method", untrained)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _machine_note(fig, machine)
     return fig
 
 
-def plot_memory(methods: pd.DataFrame, untrained: bool = False):
+def plot_memory(methods: pd.DataFrame, untrained: bool = False, machine: str | None = None):
     """Peak resident memory (and peak GPU memory where measured) per method."""
     has_gpu = "gpu_peak_mem_mb" in methods and methods["gpu_peak_mem_mb"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_gpu else 1, figsize=(10 if has_gpu else 6, 4.2), squeeze=False)
@@ -135,7 +149,8 @@ def plot_memory(methods: pd.DataFrame, untrained: bool = False):
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     _title(fig, "ISP memory per method", untrained)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _machine_note(fig, machine)
     return fig
 
 
@@ -263,8 +278,9 @@ def plot_umap(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int = 0
 
 
 # --------------------------------------------------------------------------- workflow, VIPER, ARACNe
-def plot_stage_time(stages: pd.DataFrame):
-    """Wall seconds (summed over jobs) and peak memory per workflow rule, coloured by stage."""
+def plot_stage_time(stages: pd.DataFrame, machine: str | None = None):
+    """Wall seconds (summed over jobs) and peak memory per workflow rule, coloured by stage;
+    ``machine`` (the report job's) is named at the bottom."""
     s = stages.iloc[::-1]  # first stage at the top
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.38 * len(s) + 2.3), sharey=True)
     y = np.arange(len(s))
@@ -287,9 +303,11 @@ def plot_stage_time(stages: pd.DataFrame):
 
     fams = list(dict.fromkeys(stages["family"]))
     fig.legend(handles=[Patch(color=FAMILY_COLORS.get(f, FAMILY_COLORS["other"]), label=f) for f in fams],
-               loc="lower center", ncol=len(fams), fontsize=8, title="workflow stage", title_fontsize=8, frameon=False)
+               loc="lower center", bbox_to_anchor=(0.5, 0.22 / fig.get_figheight()), ncol=len(fams), fontsize=8,
+               title="workflow stage", title_fontsize=8, frameon=False)
     _title(fig, "Workflow: time and memory per rule (Snakemake benchmark files)")
-    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, 0.72 / fig.get_figheight(), 1, 1))
+    _machine_note(fig, machine and f"{machine} (the report job's machine; jobs sent to a cluster may have run elsewhere)")
     return fig
 
 
@@ -391,12 +409,15 @@ def write_figures(
     umap_points=None,
     quality_columns: Sequence[str] | None = None,
     seed: int = 0,
+    environment: Mapping | None = None,
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Draw every figure the data allows into ``folder``.
 
     ``umap_points(npz_paths) -> (X, labels)`` turns a method's npz files into UMAP input
     (see :func:`netpert.report.aggregate.embedding_points`); ``quality_columns`` are the
-    embedding-quality columns of the methods table. Returns ``(written, missing)``:
+    embedding-quality columns of the methods table; ``environment`` the report machine's
+    (:func:`netpert.report.environment.capture_environment`), named under the stage-time figure
+    (and under the ISP speed figures where the perf records do not name theirs). Returns ``(written, missing)``:
     {file name: path} and {file name: why it was not drawn}.
     """
     from netpert.report.aggregate import embedding_points, quality_table
@@ -416,10 +437,11 @@ def write_figures(
         written[name] = save(make(), folder / name)
 
     has_perf = not m.empty and "perturbations_per_s" in m and m["perturbations_per_s"].notna().any()
-    attempt("isp__throughput.png", lambda: plot_throughput(m, data.baseline, untrained),
+    machine = machine_line(data, environment)
+    attempt("isp__throughput.png", lambda: plot_throughput(m, data.baseline, untrained, machine),
             None if has_perf else "no ISP performance files")
     has_mem = not m.empty and "peak_rss_mb" in m and m["peak_rss_mb"].notna().any()
-    attempt("isp__memory.png", lambda: plot_memory(m, untrained), None if has_mem else "no peak-memory measurements")
+    attempt("isp__memory.png", lambda: plot_memory(m, untrained, machine), None if has_mem else "no peak-memory measurements")
     has_cons = not m.empty and any(
         k in m and m.loc[m["method"] != data.baseline, k].notna().any() for k, _, _ in CONSISTENCY_PANELS
     )
@@ -442,7 +464,7 @@ def write_figures(
                 panels[method + (" (fastest)" if method == fast and method != data.baseline else "")] = (X, labels)
         attempt("isp__umap.png", lambda: plot_umap(panels, seed=seed, untrained=untrained),
                 None if panels else "fewer than 4 embeddings")
-    attempt("workflow__stage_time.png", lambda: plot_stage_time(data.stages),
+    attempt("workflow__stage_time.png", lambda: plot_stage_time(data.stages, env_machine_line(environment) if environment else None),
             None if not data.stages.empty else "no Snakemake benchmark files")
     mr_source = None
     if not data.master_regulators.empty:
