@@ -1,4 +1,4 @@
-"""Rule report: benchmark.csv, benchmark_report.md and figures/ from every stage's outputs."""
+"""Rule report: methods.csv, stages.csv, benchmark_report.md and figures/ from every stage's outputs."""
 
 from netpert.report import ReportInputs, ReportOptions, ReportOutputs, build_report
 from netpert.workflow import script_logging
@@ -19,7 +19,7 @@ with script_logging(snakemake):  # noqa: F821
             artifacts=list(i.artifacts),
             benchmarks=p.benchmarks,
         ),
-        ReportOutputs(csv=o.csv, markdown=o.markdown, figures=o.figures),
+        ReportOutputs(methods=o.methods, stages=o.stages, markdown=o.markdown, figures=o.figures),
         ReportOptions(
             bar=dict(p.bar),
             umap=bool(p.umap),

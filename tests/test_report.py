@@ -170,7 +170,7 @@ def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: in
                 skipped={str(lab): 0 for lab in labels}, wall_s=wall, cpu_time_s=0.95 * wall, cpu_percent=95.0,
                 repeats=3, wall_repeats_s=[0.9 * wall, wall, 1.3 * wall], cpu_repeats_s=[0.9 * wall, 0.95 * wall, wall],
                 other_load_cores=0.8 if method == "onnx" else 0.0,
-                peak_rss_mb=rss + 10 * k, ru_maxrss_mb=rss + 50, perturbations_per_s=n_p / wall,
+                peak_rss_mb=rss + 10 * k, ru_maxrss_mb=rss + 50 + 10 * k, perturbations_per_s=n_p / wall,
                 cells_per_s=n_cells / wall, sequences_per_s=(n_cells + n_p) / wall, load_s=0.1,
                 batching="length_sorted", batch_size=32, threads=1, layer=-2,
                 backend={"method": method, "device": "cpu", "runtime": "test runtime 1.0",
@@ -278,7 +278,8 @@ def test_method_table_speedup_and_bar(synthetic_report):
     assert m.loc["baseline", "perturbations_per_s"] == pytest.approx(2 * 12 / 8.0)
     assert m.loc["onnx_int8", "speedup"] == pytest.approx(8.0)
     assert m.loc["batched", "speedup"] == pytest.approx(2.0)
-    assert m.loc["onnx", "peak_rss_mb"] == pytest.approx(710.0)  # max over strata
+    # one peak memory per job: its own high-water mark (ru_maxrss), not the sample of the screen (peak_rss_mb)
+    assert m.loc["onnx", "peak_rss_mb"] == pytest.approx(760.0)  # max over strata
     assert m.loc["baseline", "passes_bar"] is True and m.loc["onnx", "passes_bar"] is True
     assert m.loc["onnx_int8", "passes_bar"] is False
     assert "mean_cosine 0.995 < 0.999" in m.loc["onnx_int8", "failed_criteria"]
@@ -304,9 +305,9 @@ def test_not_run_methods_come_from_the_metrics(synthetic_report):
     assert "| tensorrt | not run: no CUDA device in this job |" in md
     assert "| amp | not run: cannot be faster on this machine" in md
     assert "Not run: amp (cannot be faster" in md and "tensorrt (no CUDA device in this job)." in md
-    csv = pd.read_csv(out.csv).set_index("name")
+    csv = pd.read_csv(out.methods).set_index("method")
     assert csv.loc["tensorrt", "status"] == "not run" and csv.loc["tensorrt", "reason"] == "no CUDA device in this job"
-    assert csv.loc["amp", "kind"] == "isp_method" and np.isnan(csv.loc["tensorrt", "wall_s"])
+    assert csv.loc["amp", "status"] == "not run" and np.isnan(csv.loc["tensorrt", "wall_s"])
 
 
 def test_a_method_not_run_in_one_stratum_says_where(tmp_path):
@@ -320,7 +321,7 @@ def test_a_method_not_run_in_one_stratum_says_where(tmp_path):
     assert "onnx" in data.methods["method"].tolist()
     assert data.not_run[["method", "stratum"]].values.tolist() == [["amp", "all"], ["onnx", "Dendritic"],
                                                                     ["tensorrt", "all"]]
-    csv = aggregate.benchmark_table(data).set_index("name")
+    csv = aggregate.methods_csv(data).set_index("method")
     assert csv.loc["onnx", "status"] == "ok"
     assert csv.loc["onnx", "reason"] == "not run in Dendritic: onnxruntime cannot be imported"
     md = markdown.render_markdown(data, FAKE_ENV)
@@ -380,20 +381,32 @@ def test_embedding_points_flattens_cells_by_perturbations(synthetic_report):
     np.testing.assert_array_equal(X[4:16], first["perturbed"])
 
 
-def test_benchmark_csv_rows(synthetic_report):
-    _, _, out, _ = synthetic_report
-    csv = pd.read_csv(out.csv)
-    methods = csv[csv["kind"] == "isp_method"]
-    assert methods["name"].tolist() == ["baseline", "batched", "amp", "onnx", "onnx_int8", "tensorrt"]
-    ran = methods[methods["status"] == "ok"].set_index("name")
+def test_methods_and_stages_csv(synthetic_report):
+    """methods.csv: one row per ISP method, with the machine its jobs ran on; stages.csv: one row per
+    rule; one peak memory per job (isp_infer: the jobs' own peak, as in methods.csv) with its source."""
+    _, _, out, data = synthetic_report
+    methods = pd.read_csv(out.methods)
+    assert list(methods.columns[:3]) == ["method", "status", "reason"] and "kind" not in methods
+    assert methods["method"].tolist() == ["baseline", "batched", "amp", "onnx", "onnx_int8", "tensorrt"]
+    ran = methods[methods["status"] == "ok"].set_index("method")
     assert list(ran.index) == list(METHODS)
-    for col in ("wall_s", "perturbations_per_s", "speedup", "peak_rss_mb", "mean_cosine", "min_cosine", "spearman",
-                "cell_type_silhouette"):
+    for col in ("wall_s", "wall_min_s", "wall_max_s", "perturbations_per_s", "speedup", "speedup_min", "peak_rss_mb",
+                "mean_cosine", "min_cosine", "spearman", "cell_type_silhouette"):
         assert ran[col].notna().all(), col
-    assert methods.set_index("name").loc["tensorrt", "reason"] == "no CUDA device in this job"
-    stages = csv[csv["kind"] == "stage"].set_index("name")
-    assert set(stages.index) == {"prepare_data", "stratify", "aracne_bootstrap", "isp_infer"}
-    assert stages.loc["isp_infer", "n_jobs"] == 2 and stages.loc["isp_infer", "seconds"] == pytest.approx(10.0)
+    assert (ran["machine"] == "Test CPU 9000, 2 of 2 cores, vector flags: avx2 fma; GPU: none").all()
+    assert methods.set_index("method").loc["tensorrt", "reason"] == "no CUDA device in this job"
+    stages = pd.read_csv(out.stages).set_index("rule")
+    assert list(stages.index) == ["prepare_data", "stratify", "aracne_bootstrap", "isp_infer"]
+    assert stages.loc["isp_infer", "stage"] == "isp" and stages.loc["isp_infer", "n_jobs"] == 2
+    assert stages.loc["isp_infer", "seconds"] == pytest.approx(10.0)
+    assert (stages["machine"] == "Test CPU 9000; GPU: none").all()
+    # one peak memory per job: isp_infer's is the jobs' own (1010 MB), not Snakemake's sample (1000 MB)
+    assert stages.loc["isp_infer", "max_rss_mb"] == pytest.approx(ran["peak_rss_mb"].max()) == pytest.approx(1010.0)
+    assert stages.loc["isp_infer", "memory_source"] == aggregate.ISP_MEMORY
+    assert stages.loc["aracne_bootstrap", "memory_source"] == aggregate.SNAKEMAKE_MEMORY
+    md = out.markdown.read_text()
+    assert "| isp_infer | isp | 2 | 10 | 9 | 1010 * |" in md and f"* {aggregate.ISP_MEMORY}" in md
+    assert "1000" not in md.split("## Workflow stages")[1]
 
 
 # --------------------------------------------------------------------------- figures and markdown
@@ -494,8 +507,8 @@ def test_report_without_isp_methods_or_benchmarks(tmp_path):
     assert names == {"viper__master_regulators.png", "aracne__network_size.png"}
     md = out.markdown.read_text()
     assert "No ISP method ran." in md and "`isp__throughput.png`: no ISP performance files" in md
-    csv = pd.read_csv(out.csv)
-    assert set(csv["kind"]) == {"stage"} or csv.empty
+    assert pd.read_csv(out.methods).empty
+    assert pd.read_csv(out.stages).empty and "rule" in pd.read_csv(out.stages).columns
 
 
 # --------------------------------------------------------------------------- input errors
@@ -536,7 +549,7 @@ def test_perf_json_with_a_renamed_field_fails_the_report(tmp_path):
     out = outputs(tmp_path)
     with pytest.raises(InputError, match=str(path)):
         build_report(inputs, out, OPTIONS, environment=FAKE_ENV)
-    assert not out.markdown.exists() and not out.csv.exists()  # nothing half written
+    assert not out.markdown.exists() and not out.methods.exists() and not out.stages.exists()  # nothing half written
 
 
 def test_npz_of_another_layout_is_an_input_error(tmp_path):
@@ -614,9 +627,9 @@ def test_wandb_offline_run_logs_metrics_and_figures(synthetic_report, tmp_path, 
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     _, _, out, _ = synthetic_report
-    table = pd.read_csv(out.csv)
+    methods, stages = pd.read_csv(out.methods), pd.read_csv(out.stages)
     figures = {p.name: p for p in out.figures.iterdir()}
-    run_dir = tracking.log_to_wandb(table, figures, environment=FAKE_ENV, model={"trained": False},
+    run_dir = tracking.log_to_wandb(methods, stages, figures, environment=FAKE_ENV, model={"trained": False},
                                     config={"input": "x"}, mode="offline", directory=tmp_path)
     assert run_dir is not None and Path(run_dir).name.startswith("offline-run-")
     files = list(Path(run_dir).rglob("*"))
@@ -626,7 +639,7 @@ def test_wandb_offline_run_logs_metrics_and_figures(synthetic_report, tmp_path, 
     records = read_wandb_records(next(f for f in files if f.suffix == ".wandb"))
     summary = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "summary"
                for u in r.summary.update if u.key}
-    assert "isp_method/onnx_int8/speedup" in summary, (sorted(summary), [r.WhichOneof("record_type") for r in records], table.to_dict())
+    assert "isp_method/onnx_int8/speedup" in summary, (sorted(summary), [r.WhichOneof("record_type") for r in records])
     assert summary["isp_method/onnx_int8/speedup"] == pytest.approx(8.0)
     assert summary["stage/aracne_bootstrap/seconds"] == pytest.approx(33.0)
     config = next(r.run.config for r in records if r.WhichOneof("record_type") == "run")
@@ -680,15 +693,14 @@ def test_tiny_workflow_report(tiny_run):
     if not (rep / "benchmark_report.md").exists():
         stdout = (tiny_run / "snakemake.stdout").read_text()[-3000:]
         pytest.fail(f"the tiny run did not produce the report:\n{stdout}")
-    csv = pd.read_csv(rep / "benchmark.csv")
-    methods = csv[(csv["kind"] == "isp_method") & (csv["status"] == "ok")]
-    assert "baseline" in set(methods["name"]) and len(methods) >= 2
+    isp = pd.read_csv(rep / "methods.csv").set_index("method")
+    methods = isp[isp["status"] == "ok"]
+    assert "baseline" in set(methods.index) and len(methods) >= 2
     assert methods["perturbations_per_s"].notna().all() and methods["speedup"].notna().all()
     # tensorrt needs a CUDA device: left out by the plan (isp.device auto) or not run by its job
-    isp = csv[csv["kind"] == "isp_method"].set_index("name")
     if "tensorrt" in isp.index and isp.loc["tensorrt", "status"] != "ok":
         assert isp.loc["tensorrt", "status"] == "not run" and "CUDA" in isp.loc["tensorrt", "reason"]
-    stages = set(csv.loc[csv["kind"] == "stage", "name"])
+    stages = set(pd.read_csv(rep / "stages.csv")["rule"])
     assert {"prepare_data", "stratify", "aracne_bootstrap", "viper", "isp_infer", "isp_evaluate"} <= stages
     for name in EXPECTED_FIGURES:
         assert_png_with_content(rep / "figures" / name)

@@ -216,7 +216,7 @@ def test_snakemake_html_report_holds_the_figures(tiny_run, tmp_path):
     run_snakemake(tiny_run, config, ["--report", str(html)])
     text = html.read_text(errors="replace")
     assert html.stat().st_size > 10_000
-    for name in ("isp__throughput.png", "benchmark_report.md", "benchmark.csv"):
+    for name in ("isp__throughput.png", "benchmark_report.md", "methods.csv", "stages.csv"):
         assert name in text, name
 
 

@@ -29,9 +29,14 @@ rule report:
         ),
         artifacts=[ISP_ARTIFACTS[m] for m in ISP_METHODS if m in ISP_ARTIFACTS],
     output:
-        csv=report(
-            out("report/benchmark.csv"),
-            caption="../report/benchmark_csv.rst",
+        methods=report(
+            out("report/methods.csv"),
+            caption="../report/methods_csv.rst",
+            category="Report",
+        ),
+        stages=report(
+            out("report/stages.csv"),
+            caption="../report/stages_csv.rst",
             category="Report",
         ),
         markdown=report(
@@ -53,7 +58,7 @@ rule report:
     params:
         benchmarks=out("benchmarks"),
         # results/: the wandb run goes to results/wandb/ (offline-run-*)
-        wandb_dir=lambda wc, output: os.path.dirname(os.path.dirname(output.csv)),
+        wandb_dir=lambda wc, output: os.path.dirname(os.path.dirname(output.methods)),
         input=config["input"],
         cell_type_key=config["data"]["cell_type_key"],
         seed=ISP["seed"],

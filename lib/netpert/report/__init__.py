@@ -1,5 +1,6 @@
 """The benchmark report: every stage's outputs and Snakemake benchmarks aggregated into
-``benchmark.csv``, ``benchmark_report.md`` and ``figures/{stage}__{name}.png``.
+``methods.csv`` (one row per ISP method), ``stages.csv`` (one row per workflow rule),
+``benchmark_report.md`` and ``figures/{stage}__{name}.png``.
 
 * :mod:`netpert.report.aggregate` reads the outputs into tables (:class:`ReportData`);
 * :mod:`netpert.report.plots` draws the figures (matplotlib, Agg; UMAP with scanpy);
@@ -18,16 +19,18 @@ from pathlib import Path
 from netpert._io import atomic_dir, atomic_path
 from netpert.report.aggregate import (
     ReportData,
-    benchmark_table,
     collect,
     embedding_points,
     fastest_method,
+    methods_csv,
+    stages_csv,
 )
 from netpert.report.inputs import ReportInputs, ReportOptions, ReportOutputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReportData", "ReportInputs", "ReportOptions", "ReportOutputs", "benchmark_table", "build_report", "collect"]
+__all__ = ["ReportData", "ReportInputs", "ReportOptions", "ReportOutputs", "build_report", "collect", "methods_csv",
+           "stages_csv"]
 
 
 def build_report(
@@ -52,7 +55,7 @@ def build_report(
     options = options or ReportOptions()
     data = collect(inputs, options)
     env = dict(environment) if environment is not None else capture_environment()
-    table = benchmark_table(data)
+    methods, stages = methods_csv(data), stages_csv(data, env)
     baseline = options.baseline
 
     # UMAP inputs for the markdown's reading (the figure computes its own from the same files)
@@ -71,15 +74,16 @@ def build_report(
         # everything is computed: only the renames are left
         with atomic_path(outputs.markdown) as tmp_md:
             Path(tmp_md).write_text(text)
-        with atomic_path(outputs.csv) as tmp_csv:
-            table.to_csv(tmp_csv, index=False)
+        for table, path in ((methods, outputs.methods), (stages, outputs.stages)):
+            with atomic_path(path) as tmp_csv:
+                table.to_csv(tmp_csv, index=False)
     for name, why in missing.items():
         log.warning("figure %s not drawn: %s", name, why)
     if options.wandb:
         from netpert.report.tracking import log_to_wandb
 
-        log_to_wandb(table, {n: outputs.figures / n for n in written}, environment=env, model=data.model,
+        log_to_wandb(methods, stages, {n: outputs.figures / n for n in written}, environment=env, model=data.model,
                      config=options.run_facts(), project=options.wandb_project, mode=options.wandb_mode,
                      directory=options.wandb_dir)
-    log.info("report written: %s, %s, %d figures", outputs.csv, outputs.markdown, len(written))
+    log.info("report written: %s, %s, %s, %d figures", outputs.methods, outputs.stages, outputs.markdown, len(written))
     return data

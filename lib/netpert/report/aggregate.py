@@ -142,6 +142,24 @@ def summarize_stages(jobs: pd.DataFrame) -> pd.DataFrame:
     return table.set_index("stage").loc[order].reset_index()
 
 
+#: where each job's peak memory comes from (one source per job: the report shows one number)
+SNAKEMAKE_MEMORY = "Snakemake benchmark max_rss (sampled each second for 30 s, then every 30 s)"
+ISP_MEMORY = "the job's own peak (getrusage ru_maxrss in its perf.json, as in the ISP methods table)"
+
+
+def one_memory_per_job(stages: pd.DataFrame, perf: pd.DataFrame) -> pd.DataFrame:
+    """``stages`` with ``memory_source``: isp_infer's peak memory is the jobs' own exact peak
+    (``ru_maxrss_mb`` of their perf records: the number the ISP methods table shows) where they
+    recorded one, every other rule's Snakemake's sampled ``max_rss``."""
+    stages = stages.assign(memory_source=SNAKEMAKE_MEMORY)
+    own = pd.to_numeric(perf["ru_maxrss_mb"], errors="coerce").dropna() if "ru_maxrss_mb" in perf else pd.Series([])
+    row = stages["stage"] == "isp_infer"
+    if row.any() and not own.empty:
+        stages.loc[row, "max_rss_mb"] = float(own.max())
+        stages.loc[row, "memory_source"] = ISP_MEMORY
+    return stages
+
+
 # --------------------------------------------------------------------------- strata, networks
 def read_strata(path: str | Path) -> pd.DataFrame:
     """``strata.tsv`` (a file, e.g. ``results/aracne/strata.tsv`` with each stratum's network outcome,
@@ -218,18 +236,19 @@ def network_outcomes(data: "ReportData") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["slug", "cell_type", "n_cells", "edges", "regulons", "outcome", "reason"])
 
 
+def _perf_machine_line(perf: pd.DataFrame) -> str:
+    """The CPU lines (model, cores, vector flags) and GPUs of perf records, each named once."""
+    cpus = list(dict.fromkeys(perf["machine.cpu"].dropna().astype(str))) if "machine.cpu" in perf else []
+    gpus = list(dict.fromkeys(perf["machine.gpu_name"].dropna().astype(str))) if "machine.gpu_name" in perf else []
+    return " | ".join(cpus or ["n/a"]) + "; GPU: " + (", ".join(gpus) if gpus else "none")
+
+
 def machine_line(data: "ReportData", env: Mapping | None = None) -> str:
     """Where the ISP jobs ran (their perf records' CPU line: model, cores, vector flags; GPU),
     else the report machine's."""
-    cpus = []
-    if "machine.cpu" in data.perf:
-        cpus = list(dict.fromkeys(data.perf["machine.cpu"].dropna().astype(str)))
-    if not cpus and env:
+    if env and ("machine.cpu" not in data.perf or data.perf["machine.cpu"].dropna().empty):
         return env_machine_line(env)
-    gpus = []
-    if "machine.gpu_name" in data.perf:
-        gpus = list(dict.fromkeys(data.perf["machine.gpu_name"].dropna().astype(str)))
-    return " | ".join(cpus or ["n/a"]) + "; GPU: " + (", ".join(gpus) if gpus else "none")
+    return _perf_machine_line(data.perf)
 
 
 def env_machine_line(env: Mapping | None) -> str:
@@ -605,7 +624,7 @@ def collect(inputs: ReportInputs, options: ReportOptions | None = None) -> Repor
     ds.setdefault("n_strata", len(strata_table))
     ds.setdefault("n_kept", len(kept))
     return ReportData(
-        stages=summarize_stages(jobs),
+        stages=one_memory_per_job(summarize_stages(jobs), perf),
         jobs=jobs,
         strata=strata_table,
         networks=network_sizes(inputs.networks, inputs.regulons),
@@ -626,10 +645,10 @@ def collect(inputs: ReportInputs, options: ReportOptions | None = None) -> Repor
     )
 
 
-def benchmark_table(data: ReportData) -> pd.DataFrame:
-    """``benchmark.csv``: one row per ISP method (kind ``isp_method``; ``status`` ok or "not run"
-    with the ``reason``) and per workflow stage (kind ``stage``), with the columns of both (empty
-    where they do not apply). A method that ran but not in every stratum says where not in its
+def methods_csv(data: ReportData) -> pd.DataFrame:
+    """``methods.csv``: one row per ISP method (``status`` ok or "not run" with the ``reason``):
+    isp_evaluate's row over all strata, and ``machine``, the CPU line (model, cores, vector flags)
+    and GPU its jobs ran on. A method that ran but not in every stratum says where not in its
     ``reason``."""
     m = data.methods.copy()
     nr = data.not_run
@@ -644,16 +663,17 @@ def benchmark_table(data: ReportData) -> pd.DataFrame:
     if not methods.empty:
         order = _ordered(methods["method"], METHOD_ORDER)
         methods = methods.set_index("method").loc[order].reset_index()
-    methods = methods.rename(columns={"method": "name"})
-    methods.insert(0, "kind", "isp_method")
-    lead = ["kind", "name", "status", "reason"]
-    methods = methods[[*lead, *[c for c in methods.columns if c not in lead]]]
-    s = data.stages.copy()
-    s.insert(0, "kind", "stage")
-    s = s.rename(columns={"stage": "name"})
-    if not s.empty:
-        s.insert(2, "status", OK)
-    frames = [f for f in (methods, s) if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=["kind", "name", "status"])
-    return pd.concat(frames, ignore_index=True, sort=False)
+        ran = data.perf[data.perf["status"] == OK] if "status" in data.perf else data.perf
+        methods["machine"] = [_perf_machine_line(ran[ran["method"] == k]) if k in set(ran.get("method", ())) else ""
+                              for k in methods["method"]]
+    lead = ["method", "status", "reason"]
+    return methods[[*lead, *[c for c in methods.columns if c not in lead]]]
+
+
+def stages_csv(data: ReportData, env: Mapping | None = None) -> pd.DataFrame:
+    """``stages.csv``: one row per workflow rule (Snakemake's benchmark files summed over its jobs,
+    :func:`summarize_stages`), and ``machine``: the report job's (:func:`env_machine_line`)."""
+    s = data.stages.rename(columns={"stage": "rule", "family": "stage"})
+    if env and not s.empty:
+        s = s.assign(machine=env_machine_line(env))
+    return s

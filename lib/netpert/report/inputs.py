@@ -1,7 +1,7 @@
 """What the report reads, writes and how: three small frozen records instead of a long signature.
 
 * :class:`ReportInputs`: the path of every stage output the report aggregates;
-* :class:`ReportOutputs`: ``benchmark.csv``, ``benchmark_report.md`` and the figures folder;
+* :class:`ReportOutputs`: ``methods.csv``, ``stages.csv``, ``benchmark_report.md`` and the figures folder;
 * :class:`ReportOptions`: the few settings (consistency bar, baseline, UMAP, seed, wandb) and
   the data set's facts (input, cell-type key) the workflow passes as the rule's params.
 
@@ -67,22 +67,24 @@ class ReportInputs:
 
 @dataclass(frozen=True)
 class ReportOutputs:
-    """Where the report goes: ``csv`` (benchmark.csv), ``markdown`` (benchmark_report.md) and
-    the ``figures`` folder (``{stage}__{name}.png``)."""
+    """Where the report goes: ``methods`` (methods.csv: one row per ISP method), ``stages``
+    (stages.csv: one row per workflow rule), ``markdown`` (benchmark_report.md) and the
+    ``figures`` folder (``{stage}__{name}.{format}``)."""
 
-    csv: Path
+    methods: Path
+    stages: Path
     markdown: Path
     figures: Path
 
     def __post_init__(self):
-        for name in ("csv", "markdown", "figures"):
+        for name in ("methods", "stages", "markdown", "figures"):
             object.__setattr__(self, name, Path(getattr(self, name)))
 
     @classmethod
     def in_folder(cls, folder: PathLike) -> ReportOutputs:
         """The workflow's names under ``folder`` (``results/report``)."""
         folder = Path(folder)
-        return cls(folder / "benchmark.csv", folder / "benchmark_report.md", folder / "figures")
+        return cls(folder / "methods.csv", folder / "stages.csv", folder / "benchmark_report.md", folder / "figures")
 
 
 @dataclass(frozen=True)

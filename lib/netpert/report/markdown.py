@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from netpert.report.aggregate import (
+    ISP_MEMORY,
+    SNAKEMAKE_MEMORY,
     ReportData,
     env_machine_line,
     fastest_method,
@@ -404,8 +406,9 @@ METHOD_COLUMNS = (
      lambda r: fmt(r["speedup"], 3, "x") + _range(_get(r, "speedup_min"), _get(r, "speedup_max"), 3, "x"),
      "perturbations per second over the baseline's; in brackets the smallest and largest speedup of one "
      "stratum, method and baseline compared pair by pair on the same cells"),
-    ("peak_rss_mb", "peak RSS (MB)", lambda r: fmt(r["peak_rss_mb"], 4),
-     "the largest resident memory of the process during a timed screen (psutil samples every 50 ms), over the strata"),
+    ("peak_rss_mb", "peak memory (MB)", lambda r: fmt(r["peak_rss_mb"], 4),
+     "the job's peak resident memory, model loading included (the kernel's high-water mark of its process, "
+     "getrusage ru_maxrss), the largest over the strata; the Workflow stages table shows the same number for isp_infer"),
     ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda r: fmt(r["gpu_peak_mem_mb"], 4), "peak GPU memory allocated"),
     ("cpu_percent", "CPU s per wall s", lambda r: fmt(float(r["cpu_percent"]) / 100.0, 3),
      "the job's CPU seconds over its wall seconds (2 = two cores kept busy); under the job's thread count "
@@ -498,10 +501,13 @@ def section_stages(data: ReportData, env: Mapping | None = None) -> str:
     out = ["## Workflow stages", ""]
     if s.empty:
         return "\n".join(out + ["No Snakemake benchmark files were found.", ""])
-    rows = [(r["stage"], r["family"], int(r["n_jobs"]), fmt(r["seconds"], 4), fmt(r["cpu_time"], 4), fmt(r["max_rss_mb"], 4))
-            for _, r in s.iterrows()]
-    out.append(md_table(rows, ["rule", "stage", "jobs", "seconds (sum)", "CPU seconds (sum)", "max RSS (MB)"], "llrrrr"))
-    out += ["", "From Snakemake's `benchmark:` files, summed over the jobs of each rule (max RSS: the largest job).", ""]
+    own = s.get("memory_source", pd.Series(dtype=object)) == ISP_MEMORY
+    rows = [(r["stage"], r["family"], int(r["n_jobs"]), fmt(r["seconds"], 4), fmt(r["cpu_time"], 4),
+             fmt(r["max_rss_mb"], 4) + (" *" if mine else "")) for (_, r), mine in zip(s.iterrows(), own)]
+    out.append(md_table(rows, ["rule", "stage", "jobs", "seconds (sum)", "CPU seconds (sum)", "peak memory (MB)"], "llrrrr"))
+    out += ["", "From Snakemake's `benchmark:` files, summed over the jobs of each rule. Peak memory: the largest "
+            f"job's, one number per job: {SNAKEMAKE_MEMORY}"
+            + (f"; * {ISP_MEMORY}" if own.any() else "") + ".", ""]
     if env:
         out += [f"Measured on: {env_machine_line(env)} (the report job's machine; jobs sent to a cluster may have run "
                 "elsewhere).", ""]

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from netpert.report.aggregate import (  # noqa: E402
+    ISP_MEMORY,
     METHOD_ORDER,
     ReportData,
     env_machine_line,
@@ -133,7 +134,7 @@ def plot_memory(methods: pd.DataFrame, untrained: bool = False, machine: str | N
     """Peak resident memory (and peak GPU memory where measured) per method."""
     has_gpu = "gpu_peak_mem_mb" in methods and methods["gpu_peak_mem_mb"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_gpu else 1, figsize=(10 if has_gpu else 6, 4.2), squeeze=False)
-    panels = [("peak_rss_mb", "peak resident memory (MB)", "Host memory (peak RSS of the inference job)")]
+    panels = [("peak_rss_mb", "peak resident memory (MB)", "Host memory: the job's peak RSS (getrusage)")]
     if has_gpu:
         panels.append(("gpu_peak_mem_mb", "peak GPU memory (MB)", "GPU memory (peak allocated)"))
     for ax, (col, ylabel, title) in zip(axes[0], panels):
@@ -291,8 +292,11 @@ def plot_stage_time(stages: pd.DataFrame, machine: str | None = None):
     axes[0].set_xlabel("wall time, summed over the rule's jobs (s)")
     axes[0].set_title("Time per rule", fontsize=10)
     bars = axes[1].barh(y, s["max_rss_mb"].fillna(0), color=colors, edgecolor="black", linewidth=0.4)
-    _annotate_bars(axes[1], bars, [f"{v:.0f} MB" if np.isfinite(v) else "n/a" for v in s["max_rss_mb"]], horizontal=True)
-    axes[1].set_xlabel("largest max RSS of one job (MB)")
+    own = s["memory_source"] == ISP_MEMORY if "memory_source" in s else pd.Series(False, index=s.index)
+    _annotate_bars(axes[1], bars, [(f"{v:.0f} MB" if np.isfinite(v) else "n/a") + (" *" if o else "")
+                                   for v, o in zip(s["max_rss_mb"], own)], horizontal=True)
+    axes[1].set_xlabel("peak memory of the largest job (MB)" + ("\n* isp_infer: the job's own peak (getrusage), as in the methods table"
+                                                               if "memory_source" in s and (s["memory_source"] == ISP_MEMORY).any() else ""))
     axes[1].set_title("Peak memory per rule", fontsize=10)
     axes[0].set_yticks(y, s["stage"])
     axes[0].set_ylabel("rule")

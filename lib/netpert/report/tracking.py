@@ -35,8 +35,19 @@ def _scalar(v):
     return x if math.isfinite(x) else None
 
 
+def benchmark_rows(methods: pd.DataFrame, stages: pd.DataFrame) -> pd.DataFrame:
+    """``methods.csv`` and ``stages.csv`` as one table for wandb: ``kind`` (isp_method / stage) and
+    ``name`` (the method / the rule) first."""
+    frames = [t.rename(columns={key: "name"}).assign(kind=kind) for t, key, kind in
+              ((methods, "method", "isp_method"), (stages, "rule", "stage")) if not t.empty]
+    if not frames:
+        return pd.DataFrame(columns=["kind", "name"])
+    table = pd.concat(frames, ignore_index=True, sort=False)
+    return table[["kind", "name", *[c for c in table.columns if c not in ("kind", "name")]]]
+
+
 def flat_metrics(benchmark: pd.DataFrame) -> dict[str, float]:
-    """The numeric cells of ``benchmark.csv`` as ``{kind}/{name}/{column}`` scalars."""
+    """The numeric cells of :func:`benchmark_rows` as ``{kind}/{name}/{column}`` scalars."""
     out = {}
     for _, row in benchmark.iterrows():
         for col, v in row.items():
@@ -49,7 +60,8 @@ def flat_metrics(benchmark: pd.DataFrame) -> dict[str, float]:
 
 
 def log_to_wandb(
-    benchmark: pd.DataFrame,
+    methods: pd.DataFrame,
+    stages: pd.DataFrame,
     figures: Mapping[str, str | os.PathLike] | None = None,
     environment: Mapping | None = None,
     model: Mapping | None = None,
@@ -59,7 +71,8 @@ def log_to_wandb(
     directory: str | os.PathLike | None = None,
     name: str | None = None,
 ) -> str | None:
-    """Log the benchmark table, its numbers and the figures as one wandb run.
+    """Log the methods and stages tables (as one, :func:`benchmark_rows`), their numbers and the
+    figures as one wandb run.
 
     Returns the run's local folder, or None (with a warning) when wandb is not installed.
     ``mode`` is "offline" (no network; ``wandb sync`` later) or "online".
@@ -75,6 +88,7 @@ def log_to_wandb(
     settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False)
     run = wandb.init(project=project, mode=mode, dir=str(directory), name=name, config=run_config,
                      job_type="benchmark", settings=settings)
+    benchmark = benchmark_rows(methods, stages)
     try:
         run.summary.update(flat_metrics(benchmark))
         table = benchmark.astype(object).where(benchmark.notna(), None).astype(str)
