@@ -58,8 +58,8 @@ def _today(cells, regulon_paths, out, **kw):
               "network_choice": "integrate", "block_size": 5000, "backend": "numba", "enrichment": "area"}
     kwargs.update(kw)
     act = V.activity_anndata(adata, tables, **kwargs)
-    act.uns["viper"]["regulon_files"] = [str(p) for p in regulon_paths]
-    act.uns["viper"]["cells"] = str(cells)
+    act.uns["viper"]["regulon_files"] = [f"{Path(p).parent.name}/{Path(p).name}" for p in regulon_paths]  # no results path
+    act.uns["viper"]["cells"] = Path(cells).name
     act.write_h5ad(out)
     return ad.read_h5ad(out)
 

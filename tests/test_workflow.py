@@ -209,6 +209,45 @@ def test_tiny_run_perturbs_with_every_cpu_method_and_evaluates(tiny_run):
     assert (res / "isp" / "model.onnx.json").exists() and (res / "isp" / "model.int8.onnx").exists()
 
 
+def _strings_in(path):
+    """The text a result file holds, whatever its format (npz arrays, HDF5 attributes and string
+    datasets, parquet rows and metadata, plain bytes)."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return " ".join(str(data[k].tolist()) for k in data.files)
+    if path.suffix in (".h5ad", ".h5"):
+        import h5py
+
+        texts = []
+
+        def visit(name, obj):
+            texts.extend(f"{k}={v}" for k, v in obj.attrs.items())
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "OSU":
+                texts.append(str(obj[()].tolist()))
+
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+        return " ".join(texts)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return f"{table.schema.metadata} {table.to_pylist()}"
+    return path.read_bytes().decode("latin-1")
+
+
+@pytest.mark.workflow
+def test_tiny_run_result_files_hold_no_paths(tiny_run):
+    """No result file names the folder it was written in (absolute, or relative as 'results/'), so
+    that the same results are the same bytes in any folder (issue 16 item 6); logs and Snakemake's
+    benchmark files are not results."""
+    res = tiny_run / "results"
+    files = [p for p in res.rglob("*") if p.is_file() and not {"logs", "benchmarks"} & set(p.relative_to(res).parts)]
+    assert len(files) > 40 and {".npz", ".h5ad", ".parquet", ".json", ".tsv", ".csv", ".md"} <= {p.suffix for p in files}
+    holding = {str(p.relative_to(res)) for p in files if str(tiny_run) in (text := _strings_in(p)) or "results/" in text}
+    assert not holding, sorted(holding)
+
+
 @pytest.mark.workflow
 def test_snakemake_html_report_holds_the_figures(tiny_run, tmp_path):
     config = tiny_run / "tiny.yaml"

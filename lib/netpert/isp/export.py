@@ -282,7 +282,7 @@ def export_onnx(
 
     path = Path(path)
     report = {
-        "path": str(path),
+        "file": path.name,  # the name only: the report is the same bytes in any folder
         "layer": int(layer),
         "hidden_states_index": index,
         "n_layers_model": n_layers,

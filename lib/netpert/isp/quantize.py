@@ -503,8 +503,8 @@ def quantize_onnx(
     metadata = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
 
     report = {
-        "src": str(src),
-        "dst": str(dst),
+        "src": src.name,  # names only: the report is the same bytes in any folder
+        "dst": dst.name,
         "bar": bar,
         "select": select,
         "threads": int(threads),

@@ -287,6 +287,12 @@ def _uns_params(kwargs: dict, networks) -> dict:
     return {k: ("None" if v is None else v) for k, v in params.items()}
 
 
+def file_labels(paths: Sequence) -> list[str]:
+    """Input files as ``<folder>/<file>`` (``CD14pos_Monocyte/regulon.tsv``): which files, without
+    the results folder, so that the activity file is the same bytes wherever the run is."""
+    return [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
+
+
 def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str = "scale", eset_filter: bool = False,
               min_targets: int = 10, mvws=1, pleiotropy: bool = False, network_choice: str = "integrate",
               block_size: int = 5000, backend: str = "numba", enrichment: str = "area") -> None:
@@ -355,8 +361,8 @@ def run_viper(cells_path, regulon_paths: Sequence, activity_path, signature: str
             if choice_all is not None:
                 out_obs["viper_network"] = pd.Categorical(run.network_names(choice_all))
             uns = {"viper": _uns_params(kwargs, [n.name for n in run.nets])}
-            uns["viper"]["regulon_files"] = [str(p) for p in regulon_paths]
-            uns["viper"]["cells"] = str(cells_path)
+            uns["viper"]["regulon_files"] = file_labels(regulon_paths)
+            uns["viper"]["cells"] = Path(cells_path).name
             writer.finish(out_obs, pd.DataFrame(index=pd.Index(run.union, name="regulator").astype(str)), uns)
     log.info("wrote %s (%d cells x %d regulators)", activity_path, n_cells, len(run.union))
 

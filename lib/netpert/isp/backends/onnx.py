@@ -217,7 +217,7 @@ class OnnxBackend(Backend):
             "threads": self.threads,
             "cpu_memory_arena": self.memory_arena,
             "attention_fused_layers": self.attention_fused,
-            "onnx_path": str(self.path),
+            "onnx_file": self.path.name,  # the name only: results are the same bytes in any folder
             "file_size_bytes": os.path.getsize(self.path),
             "precision": self.metadata.get("netpert.precision", "unknown"),
             "quantization": self.metadata.get("netpert.quantization", "none"),
