@@ -137,3 +137,46 @@ def test_different_seeds_give_independent_networks():
     b = A.network(expr, None, seed=A.bootstrap_seeds(2, 1)[0], progress=False, **cal.cut())
     c = A.network(expr, None, seed=A.bootstrap_seeds(1, 1)[0], progress=False, **cal.cut())
     assert a.equals(c) and not a.equals(b)
+
+
+def test_null_summary_equals_partition_and_quantile():
+    from netpert.aracne.threshold import GRID_PROBABILITIES, summarize_null
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 1000, 12_345, 200_001):
+        values = np.round(rng.exponential(size=n), 3)  # ties
+        k = min(n, 50)
+        top, grid = summarize_null(values, k)
+        np.testing.assert_array_equal(top, -np.sort(-np.partition(values, n - k)[n - k:]))
+        np.testing.assert_array_equal(grid, np.quantile(values, GRID_PROBABILITIES, method="inverted_cdf"))
+
+
+@pytest.mark.parametrize("estimator", ["copula", "apmi"])
+def test_calibrated_nulls_in_one_pass_equal_each_alone_and_the_reference(estimator):
+    """calibrate draws the networks' null and the full-data gate's null in one pass; each equals the
+    null drawn alone, and the numba path (permutations read off the sorted data, never applied)
+    equals the plain reference that permutes the data."""
+    rng = np.random.default_rng(3)
+    data = pd.DataFrame(rng.poisson(rng.uniform(0.1, 3.0, 12), size=(40, 12)).astype(float), columns=[f"g{i:03d}" for i in range(12)])
+    regs = [f"g{i:03d}" for i in range(3)]
+    kw = dict(seed=2, target_pairs=150, estimator=estimator)
+    both = A.calibrated_nulls(data, regs, ("subsample", None, "bootstrap"), **kw)
+    for resampling, null in zip(("subsample", None, "bootstrap"), both):
+        alone = A.calibrated_null(data, regs, resampling, **kw)
+        ref = A.calibrated_null(data, regs, resampling, backend="python", **kw)
+        for other in (alone, ref):
+            np.testing.assert_array_equal(null.top, other.top)
+            np.testing.assert_array_equal(null.grid, other.grid)
+            assert null.n_total == other.n_total and null.info == other.info
+
+
+def test_fit_calibration_draws_its_null_once(monkeypatch):
+    import netpert.aracne.pipeline as P
+
+    calls = []
+    real = P.null_distribution
+    monkeypatch.setattr(P, "null_distribution", lambda *a, **k: calls.append(a) or real(*a, **k))
+    cal = A.calibrate(noise_frame(40, 20), REGS[:3], method="fit", fdr=0.1, resampling="bootstrap")
+    assert len(calls) == 1
+    thr, _ = A.compute_threshold(40, 1e-8)
+    assert cal.threshold == thr and cal.null.n_total == 3000 * 2999 // 2

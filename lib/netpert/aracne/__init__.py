@@ -3,7 +3,7 @@
 Held to ARACNe-AP's own outputs by ``fixtures/aracne`` (see its README). Main entry points:
 
 - :func:`mutual_information` -- APMI of every regulator x gene pair (numba or plain Python).
-- :func:`calibrate` / :func:`calibrated_null` -- the calibrated null (the data permuted and resampled as the
+- :func:`calibrate` / :func:`calibrated_null` / :func:`calibrated_nulls` -- the calibrated null (the data permuted and resampled as the
   networks are) and per-network FDR control; :func:`compute_threshold` / :func:`threshold_for_data` -- the
   rank-permutation null and MI threshold for a p-value (ARACNe-AP's design).
 - :func:`network` / :func:`bootstrap_networks` -- one or several networks (MI + threshold + DPI).
@@ -27,7 +27,7 @@ from netpert.aracne.io import (
 )
 from netpert.aracne.mi import apmi_numba, apmi_python, mi_block
 from netpert.aracne.bootstrap import bootstrap_networks, iter_mi_chunks, mutual_information, network
-from netpert.aracne.calibration import calibrated_null
+from netpert.aracne.calibration import calibrated_null, calibrated_nulls
 from netpert.aracne.pipeline import (
     THRESHOLD_METHODS,
     Calibration,
@@ -52,6 +52,7 @@ __all__ = [
     "bh_select",
     "calibrate",
     "calibrated_null",
+    "calibrated_nulls",
     "ConsensusAccumulator",
     "Expression",
     "apmi_numba",

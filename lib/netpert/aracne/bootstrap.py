@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from netpert.aracne import timing
 from netpert.aracne.dpi import dpi_keep
 from netpert.aracne.estimators import check_estimator, copula_block, transform
 from netpert.aracne.mi import _mi_block, rank_bitsets
@@ -67,18 +68,29 @@ def iter_mi_chunks(
     check_estimator(estimator)
     regs = expr.reg_rows
     size = _chunk_size(len(regs), expr.n_genes, chunk_size)
-    bits = rank_bitsets(ranks) if backend == "numba" and estimator == "apmi" else None
+    with timing.stage("MI"):
+        bits = rank_bitsets(ranks) if backend == "numba" and estimator == "apmi" else None
     with tqdm(total=len(regs), desc=desc, unit="reg", disable=not progress, leave=False) as bar:
         for c0 in range(0, len(regs), size):
             rows = regs[c0 : c0 + size]
-            block = _mi_block(ranks, rows, backend, bits) if estimator == "apmi" else copula_block(ranks, rows)
-            if threshold is None:
-                mask = ~np.isnan(block)
-            else:
-                mask = block >= threshold  # NaN on the diagonal compares False
-            ri, gi = np.nonzero(mask)
-            yield rows[ri], gi.astype(np.int64), block[ri, gi]
+            with timing.stage("MI"):
+                block = _mi_block(ranks, rows, backend, bits) if estimator == "apmi" else copula_block(ranks, rows)
+                if threshold is None:
+                    mask = ~np.isnan(block)
+                else:
+                    mask = block >= threshold  # NaN on the diagonal compares False
+                ri, gi = np.nonzero(mask)
+                found = rows[ri], gi.astype(np.int64), block[ri, gi]
+            yield found
             bar.update(len(rows))
+
+
+def _order(expr: Expression, backend: str) -> np.ndarray | None:
+    """The genes' sorted samples the numba rankings read every resample from (computed once per data)."""
+    if backend != "numba":
+        return None
+    with timing.stage("sort"):
+        return expr.sorted_order()
 
 
 def _edges_frame(expr: Expression, src, dst, mi) -> pd.DataFrame:
@@ -133,7 +145,7 @@ def mutual_information(
     check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     idx = np.arange(expr.n_samples)
-    ranks = transform(estimator, expr.values, idx, np.random.default_rng(seed), backend)
+    ranks = transform(estimator, expr.values, idx, np.random.default_rng(seed), backend, order=_order(expr, backend))
     parts = list(iter_mi_chunks(expr, ranks, threshold, backend, chunk_size, progress, estimator=estimator))
     src = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     dst = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
@@ -199,20 +211,23 @@ def network(
     elif threshold is None:
         raise InputError("give an MI threshold, or fdr= with its null distribution")
     rng = np.random.default_rng(seed)
-    idx = resample_indices(expr.n_samples, rng, resampling, subsample_fraction)
-    ranks = transform(estimator, expr.values, idx, rng, backend)
+    with timing.stage("ranking"):
+        idx = resample_indices(expr.n_samples, rng, resampling, subsample_fraction)
+        ranks = transform(estimator, expr.values, idx, rng, backend, order=_order(expr, backend))
     parts = list(iter_mi_chunks(expr, ranks, threshold, backend, chunk_size, progress, desc=f"MI seed {seed}", estimator=estimator))
     src = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     dst = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     mi = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
     if fdr is not None and len(src):
-        m = len(expr.reg_rows) * (expr.n_genes - 1)
-        keep = bh_select(null.pvalues(mi), m, fdr)
-        src, dst, mi = src[keep], dst[keep], mi[keep]
+        with timing.stage("FDR"):
+            m = len(expr.reg_rows) * (expr.n_genes - 1)
+            keep = bh_select(null.pvalues(mi), m, fdr)
+            src, dst, mi = src[keep], dst[keep], mi[keep]
     n_thr = len(src)
     if dpi and n_thr:
-        keep = dpi_keep(src, dst, mi, expr.n_genes, expr.reg_rows, tolerance=dpi_tolerance, backend=backend)
-        src, dst, mi = src[keep], dst[keep], mi[keep]
+        with timing.stage("DPI"):
+            keep = dpi_keep(src, dst, mi, expr.n_genes, expr.reg_rows, tolerance=dpi_tolerance, backend=backend)
+            src, dst, mi = src[keep], dst[keep], mi[keep]
     log.info(
         "network seed=%s (%s, %d samples): %d edges %s, %d after DPI",
         seed, resampling, len(idx), n_thr, f"at FDR {fdr}" if fdr is not None else f">= {threshold:.6g}", len(src),

@@ -28,6 +28,7 @@ as ARACNe3 does).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Sequence
@@ -35,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from netpert import seeds
+from netpert.aracne import timing
 from netpert.aracne.bootstrap import iter_mi_chunks
 from netpert.aracne.estimators import check_estimator, transform
 from netpert.aracne.prepare import (
@@ -44,7 +46,7 @@ from netpert.aracne.prepare import (
     resample_indices,
     subsample_size,
 )
-from netpert.aracne.threshold import NULL_TOP_FRACTION, NullModel
+from netpert.aracne.threshold import NULL_TOP_FRACTION, NullModel, summarize_null
 from netpert.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -80,13 +82,16 @@ def _subset(src: Expression, n_genes: int, rng: np.random.Generator) -> Expressi
     others = np.setdiff1d(np.arange(src.n_genes), src.reg_rows)
     pick = np.sort(np.concatenate([src.reg_rows, rng.choice(others, size=max(0, n_genes - len(src.reg_rows)), replace=False)]))
     pos = {int(g): i for i, g in enumerate(pick)}
-    return Expression(
+    out = Expression(
         values=np.ascontiguousarray(src.values[pick]),
         genes=[src.genes[i] for i in pick],
         regulators=src.regulators,
         reg_rows=np.array([pos[int(r)] for r in src.reg_rows], dtype=np.int64),
         samples=src.samples,
     )
+    if src._order is not None:
+        out._order = np.ascontiguousarray(src._order[pick])  # the rows' sorted samples, as computed for src
+    return out
 
 
 def calibrated_null(
@@ -119,6 +124,28 @@ def calibrated_null(
     target_pairs, max_replicates
         draw replicates until at least ``target_pairs`` null values (at most ``max_replicates``).
     """
+    return calibrated_nulls(data, regulators, (resampling,), seed, null_data, subsample_fraction, target_pairs, max_replicates,
+                            backend, estimator)[0]
+
+
+def calibrated_nulls(
+    data,
+    regulators: Sequence[str] | None = None,
+    resamplings: Sequence[str | None] = ("subsample", None),
+    seed: int = 1,
+    null_data=None,
+    subsample_fraction: float = SUBSAMPLE_FRACTION,
+    target_pairs: int = CALIBRATION_PAIRS,
+    max_replicates: int = MAX_REPLICATES,
+    backend: str = "numba",
+    estimator: str = "apmi",
+) -> list[NullModel]:
+    """:func:`calibrated_null` for each of ``resamplings`` (e.g. the networks' subsampling and the
+    full-data gate's none), drawn in one pass: each replicate's genes and permutation are drawn
+    once and serve every resampling (each of which then continues from a copy of the replicate's
+    random state, so every null is the one :func:`calibrated_null` draws alone, value for value).
+    With the numba backend the permutation is never applied to the data: the rankings read each
+    permuted, resampled gene off the data's sorted samples."""
     check_estimator(estimator)
     expr = ensure_expression(data, regulators)
     if null_data is None:
@@ -137,41 +164,64 @@ def calibrated_null(
     if n_regs * (src.n_genes - 1) > target_pairs:
         per_rep_genes = max(n_regs + 1, int(math.ceil(target_pairs / n_regs)) + 1)
     pairs_per_rep = n_regs * (min(per_rep_genes, src.n_genes) - 1)
-    n_rep = int(min(max_replicates, max(1, math.ceil(target_pairs / pairs_per_rep))))
-    if not permute and resampling is None and per_rep_genes >= src.n_genes:
-        n_rep = 1  # every replicate would be the same null data, whole: one set of values is all there is
-    chunks = []
-    for r in range(n_rep):
+    n_rep_all = int(min(max_replicates, max(1, math.ceil(target_pairs / pairs_per_rep))))
+    n_reps = []
+    for resampling in resamplings:
+        n_rep = n_rep_all
+        if not permute and resampling is None and per_rep_genes >= src.n_genes:
+            n_rep = 1  # every replicate would be the same null data, whole: one set of values is all there is
+        n_reps.append(n_rep)
+    chunks: list[list[np.ndarray]] = [[] for _ in resamplings]
+    fast = backend == "numba"
+    if fast:
+        with timing.stage("sort"):
+            src.sorted_order()
+    for r in range(max(n_reps)):
         rng = seeds.rng(seed, "null", r)
-        rep = _subset(src, per_rep_genes, rng)
-        if permute:
-            rep = Expression(rng.permuted(rep.values, axis=1), rep.genes, rep.regulators, rep.reg_rows, rep.samples)
-        idx = _indices(n, rep.n_samples, resampling, rng, subsample_fraction)
-        ranks = transform(estimator, rep.values, idx, rng, backend)
-        for _, _, mi in iter_mi_chunks(rep, ranks, None, backend, progress=False, estimator=estimator):
-            chunks.append(mi.astype(np.float64, copy=False))
-    values = np.concatenate(chunks)
-    n_total = len(values)
-    n_top = min(n_total, max(1000, int(math.ceil(NULL_TOP_FRACTION * n_total))))
-    top = -np.sort(-np.partition(values, n_total - n_top)[n_total - n_top :])
-    grid = np.quantile(values, 1.0 - np.linspace(0.0, 1.0, 1001), method="inverted_cdf")
-    info = {
-        "model": "calibrated",
-        "version": CALIBRATION_VERSION,
-        "estimator": estimator,
-        "source": source,
-        "resampling": resampling or "none",
-        "n_samples": int(n),
-        "null_samples": int(src.n_samples),
-        "replicates": n_rep,
-        "genes_per_replicate": int(min(per_rep_genes, src.n_genes)),
-        "regulators": n_regs,
-        "null_size": int(n_total),
-        "null_max": float(top[0]),
-        "seed": int(seed),
-    }
-    log.info(
-        "calibrated null: %d replicates x %d pairs (%s; %s, %d samples): %d values, max %.4g",
-        n_rep, pairs_per_rep, source, resampling, n, n_total, top[0],
-    )
-    return NullModel(top, n_total, grid, info)
+        with timing.stage("permute"):
+            rep = _subset(src, per_rep_genes, rng)
+            perm = None
+            if permute:
+                if fast:  # the permutation rng.permuted(values, axis=1) applies (the same draws)
+                    perm = np.tile(np.arange(rep.n_samples, dtype=np.int32), (rep.n_genes, 1))
+                    rng.permuted(perm, axis=1, out=perm)
+                else:
+                    rep = Expression(rng.permuted(rep.values, axis=1), rep.genes, rep.regulators, rep.reg_rows, rep.samples)
+        todo = [i for i in range(len(resamplings)) if r < n_reps[i]]
+        for i in todo:
+            rng_i = rng if i == todo[-1] else copy.deepcopy(rng)
+            with timing.stage("ranking"):
+                idx = _indices(n, rep.n_samples, resamplings[i], rng_i, subsample_fraction)
+                ranks = transform(estimator, rep.values, idx, rng_i, backend, perm=perm, order=rep.sorted_order() if fast else None)
+            for _, _, mi in iter_mi_chunks(rep, ranks, None, backend, progress=False, estimator=estimator):
+                chunks[i].append(mi.astype(np.float64, copy=False))
+    out = []
+    for i, resampling in enumerate(resamplings):
+        with timing.stage("summary"):
+            values = np.concatenate(chunks[i])
+            chunks[i] = []
+            n_total = len(values)
+            n_top = min(n_total, max(1000, int(math.ceil(NULL_TOP_FRACTION * n_total))))
+            top, grid = summarize_null(values, n_top)
+            del values
+        info = {
+            "model": "calibrated",
+            "version": CALIBRATION_VERSION,
+            "estimator": estimator,
+            "source": source,
+            "resampling": resampling or "none",
+            "n_samples": int(n),
+            "null_samples": int(src.n_samples),
+            "replicates": n_reps[i],
+            "genes_per_replicate": int(min(per_rep_genes, src.n_genes)),
+            "regulators": n_regs,
+            "null_size": int(n_total),
+            "null_max": float(top[0]),
+            "seed": int(seed),
+        }
+        log.info(
+            "calibrated null: %d replicates x %d pairs (%s; %s, %d samples): %d values, max %.4g",
+            n_reps[i], pairs_per_rep, source, resampling, n, n_total, top[0],
+        )
+        out.append(NullModel(top, n_total, grid, info))
+    return out

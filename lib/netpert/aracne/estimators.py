@@ -22,11 +22,12 @@ on distinct ranks.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
-from netpert.aracne.prepare import rank_matrix
+from netpert.aracne.prepare import _PARALLEL_MIN_WORK, _invert_row, check_perm, rank_matrix, resample_csr, sort_rows
 from netpert.errors import InputError
 
 #: copula: a gene with fewer nonzero values than this among a network's samples is left out of that
@@ -97,7 +98,89 @@ def depth_basis(sub: np.ndarray) -> np.ndarray:
     return u[:, sv > 1e-8 * sv[0]]
 
 
-def transform(estimator: str, values: np.ndarray, idx: np.ndarray, rng: np.random.Generator, backend: str = "numba") -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g):
+    # normal scores of gene g's resample from its sorted samples: a run of equal values (ties, or a
+    # sample drawn several times) holding c of the resample's values after r smaller ones has the
+    # average rank r + (c + 1) / 2, i.e. lut[2r + c + 1] = ndtri(rank / (m + 1)) as rankdata + ndtri
+    n_src = values.shape[1]
+    row = values[g]
+    pinv = np.empty(n_src if has_perm else 0, np.int64)
+    if has_perm:
+        _invert_row(perm, g, pinv)
+    r = 0
+    i = 0
+    while i < n_src:
+        v = row[order[g, i]]
+        i1 = i
+        while i1 + 1 < n_src and row[order[g, i1 + 1]] == v:
+            i1 += 1
+        c = 0
+        for t in range(i, i1 + 1):
+            s = order[g, t]
+            j = pinv[s] if has_perm else s
+            c += start[j + 1] - start[j]
+        if c:
+            score = lut[2 * r + c + 1]
+            for t in range(i, i1 + 1):
+                s = order[g, t]
+                j = pinv[s] if has_perm else s
+                for q in range(start[j], start[j + 1]):
+                    z[g, items[q]] = score
+                    sub[g, items[q]] = row[s]
+        r += c
+        i = i1 + 1
+
+
+@numba.njit(cache=True, parallel=True)
+def _scores_par(values, order, perm, has_perm, start, items, lut, z, sub):
+    for g in numba.prange(values.shape[0]):
+        _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g)
+
+
+@numba.njit(cache=True)
+def _scores_ser(values, order, perm, has_perm, start, items, lut, z, sub):
+    for g in range(values.shape[0]):
+        _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g)
+
+
+def normal_scores(values: np.ndarray, idx, backend: str = "numba", perm=None, order=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, sub)``: ``sub`` the resample ``idx`` of ``values`` (genes x samples; each gene
+    permuted by ``perm`` first, when given) and ``scores`` its rows' normal scores,
+    ``ndtri(average rank / (m + 1))`` for ``m`` samples. ``numba`` reads them off the rows' sorted
+    order (``order``, :func:`netpert.aracne.prepare.sort_rows`; computed when not given) and
+    equals the ``python`` reference (scipy's rankdata and ndtri) bit for bit."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if perm is not None:
+        perm = check_perm(perm, values)
+    if backend == "python":
+        rows = np.asarray(values) if perm is None else np.take_along_axis(np.asarray(values), perm, axis=1)
+        sub = rows[:, idx]
+        return _normal_scores(sub, axis=1), sub
+    if backend != "numba":
+        raise ValueError(f"unknown backend {backend!r}; use 'numba' or 'python'")
+    values = np.ascontiguousarray(values)
+    m = len(idx)
+    order = sort_rows(values) if order is None else order
+    start, items = resample_csr(idx, values.shape[1])
+    lut = ndtri((np.arange(2 * m + 2) * 0.5) / (m + 1.0))
+    z = np.empty((values.shape[0], m), np.float64)
+    sub = np.empty((values.shape[0], m), values.dtype)
+    has_perm = perm is not None
+    run = _scores_par if z.size >= _PARALLEL_MIN_WORK else _scores_ser
+    run(values, order, perm if has_perm else np.zeros((1, 1), np.int32), has_perm, start, items, lut, z, sub)
+    return z, sub
+
+
+def transform(
+    estimator: str,
+    values: np.ndarray,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    backend: str = "numba",
+    perm: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+) -> np.ndarray:
     """What the estimator's blocks are computed from, for samples ``idx`` of ``values`` (genes x samples).
 
     ``apmi``: ARACNe-AP ranks with random tie-breaking (int32). ``copula``: each gene's normal
@@ -105,13 +188,16 @@ def transform(estimator: str, values: np.ndarray, idx: np.ndarray, rng: np.rando
     these genes and samples) removed, scaled to unit norm (float64); a gene that is constant, or
     nonzero in fewer than :data:`COPULA_MIN_NONZERO` samples, is all zeros. The dot product of
     two rows is then their partial correlation given the depth.
+
+    ``perm`` (genes x samples): transform the data with each gene permuted, ``values[g, perm[g]]``
+    (the calibrated null); ``order``: the rows' :func:`netpert.aracne.prepare.sort_rows` (the
+    numba kernels read every resample off it; computed when not given).
     """
     if estimator == "apmi":
-        return rank_matrix(values, idx, rng, backend=backend)
+        return rank_matrix(values, idx, rng, backend=backend, perm=perm, order=order)
     if estimator != "copula":
         raise ValueError(f"unknown estimator {estimator!r}")
-    sub = np.asarray(values)[:, np.asarray(idx, dtype=np.int64)]
-    z = _normal_scores(sub, axis=1)
+    z, sub = normal_scores(values, idx, backend, perm, order)
     z -= z.mean(axis=1, keepdims=True)
     q = depth_basis(sub)
     if q.shape[1]:

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from netpert import seeds
 from netpert._io import atomic_path, json_default, read_json
-from netpert.aracne.calibration import calibrated_null
+from netpert.aracne import timing
+from netpert.aracne.calibration import calibrated_nulls
 from netpert.aracne.consensus import ConsensusAccumulator
 from netpert.aracne.bootstrap import network
 from netpert.aracne.estimators import resolve_estimator
@@ -154,20 +155,24 @@ def calibrate(
     if method == "calibrated":
         if regulators is None and not isinstance(data, Expression):
             raise InputError("the calibrated null needs the regulator names")
-        null = calibrated_null(data, regulators, resampling, seed, null_data, subsample_fraction, backend=backend, estimator=est)
-        # the null of one network of all samples, for the full-data gate of the consensus (not for
-        # given null data such as aggregated metacells: one fixed null set, unresampled, is one draw)
-        full = None if resampling is None or null_data is not None else calibrated_null(data, regulators, None, seed, null_data, subsample_fraction,
-                                                               backend=backend, estimator=est)
+        # with the null of one network of all samples, for the full-data gate of the consensus (not for
+        # given null data such as aggregated metacells: one fixed null set, unresampled, is one draw);
+        # both drawn in one pass over the same permuted replicates
+        gate = resampling is not None and null_data is None
+        with timing.stage("calibration"):
+            nulls = calibrated_nulls(data, regulators, (resampling, None) if gate else (resampling,), seed, null_data,
+                                     subsample_fraction, backend=backend, estimator=est)
+        null, full = nulls[0], (nulls[1] if gate else None)
         info = dict(null.info, method=method, pvalue=float(pvalue))
         threshold = null.threshold(pvalue)
         info["threshold"] = threshold
         info["threshold_at_fdr"] = null.threshold(fdr) if fdr is not None else None
     else:
-        threshold, info = threshold_for_data(data, pvalue, seed, method, cache_dir, resampling, subsample_fraction, backend)
+        with timing.stage("null"):
+            threshold, info, rank_null = _threshold_and_null(data, pvalue, seed, method, cache_dir, resampling, subsample_fraction, backend)
         null = full = None
         if method == "fit":
-            null = null_distribution(info["n_samples"], seed=seed, method="fit", cache_dir=cache_dir, backend=backend)
+            null = rank_null  # the null the threshold came from (drawn once)
             info["threshold_at_fdr"] = null.threshold(fdr) if fdr is not None else None
     info["estimator"] = est
     info["estimator_reason"] = why
@@ -192,6 +197,12 @@ def threshold_for_data(
     ``resampling="subsample"``. Returns ``(threshold, info)`` as
     :func:`netpert.aracne.threshold.compute_threshold`; ``info`` also records the resampling.
     """
+    thr, info, _ = _threshold_and_null(data, pvalue, seed, method, cache_dir, resampling, subsample_fraction, backend)
+    return thr, info
+
+
+def _threshold_and_null(data, pvalue, seed, method, cache_dir, resampling, subsample_fraction, backend) -> tuple[float, dict, NullModel]:
+    # threshold_for_data, and the rank-permutation null its threshold was read from
     if isinstance(data, Expression):
         n = data.n_samples
     else:
@@ -199,10 +210,11 @@ def threshold_for_data(
     if n < 10:
         raise InputError(f"ARACNe needs at least 10 samples/cells, the data have {n}")
     n_eff = effective_samples(n, resampling, subsample_fraction)
-    thr, info = compute_threshold(n_eff, pvalue=pvalue, seed=seed, method=method, cache_dir=cache_dir, backend=backend)
+    null = null_distribution(n_eff, seed=seed, method=method, cache_dir=cache_dir, backend=backend)
+    thr, info = compute_threshold(n_eff, pvalue=pvalue, seed=seed, method=method, cache_dir=cache_dir, backend=backend, null=null)
     info["resampling"] = resampling
     info["n_cells"] = int(n)
-    return thr, info
+    return thr, info, null
 
 
 def aracne(
@@ -257,9 +269,15 @@ def aracne(
         return out.sort_values(["regulator", "mi", "target"], ascending=[True, False, True], kind="mergesort").reset_index(drop=True)
     acc = ConsensusAccumulator()
     for s in tqdm(bootstrap_seeds(seed, bootstraps), desc="bootstraps", unit="net", disable=not progress):
-        acc.add(network(expr, None, seed=s, resampling=resampling, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
-                        subsample_fraction=subsample_fraction, progress=False, **cal.cut()))
-    return cal.gate(acc.result(pvalue=consensus_pvalue, bonferroni=bonferroni), expr, None, seed, backend)
+        with timing.stage("networks"):
+            net = network(expr, None, seed=s, resampling=resampling, dpi=dpi, dpi_tolerance=dpi_tolerance, backend=backend,
+                          subsample_fraction=subsample_fraction, progress=False, **cal.cut())
+        with timing.stage("consensus"):
+            acc.add(net)
+    with timing.stage("consensus"):
+        result = acc.result(pvalue=consensus_pvalue, bonferroni=bonferroni)
+    with timing.stage("gate"):
+        return cal.gate(result, expr, None, seed, backend)
 
 
 def stratum_consensus(

@@ -8,13 +8,19 @@ Ranks follow ARACNe-AP: rank 1 is the largest value, ranks run 1..n. ARACNe-AP b
 adding U(0,1)/1e5 noise; here ties (the zeros of single-cell data, duplicated bootstrap samples)
 are broken by independent random keys per gene drawn from ``numpy.random.default_rng(seed)``, so
 the ranks are a permutation of 1..n, deterministic for a seed and independent of the thread count.
+
+Fast path (numba): each gene's samples are sorted once per data set (:meth:`Expression.sorted_order`);
+the ranks of any resample (bootstrap, subsample, all samples) of the data, or of the data with each
+gene permuted, are then read off that order in one pass per gene (:func:`resample_csr`), sorting
+only inside runs of equal values. The plain-Python reference sorts each resampled gene; the tests
+hold both equal.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numba
@@ -32,6 +38,10 @@ MIN_SAMPLES = 10
 SUBSAMPLE_FRACTION = 1.0 - math.exp(-1.0)
 #: genes ranked per block (bounds the memory of the random keys)
 _RANK_BLOCK = 1024
+#: runs of equal values up to this length are ordered by insertion sort
+_SMALL_RUN = 16
+#: below this much work (array elements) the kernels run serially
+_PARALLEL_MIN_WORK = 200_000
 
 
 @dataclass
@@ -57,6 +67,14 @@ class Expression:
     regulators: list[str]
     reg_rows: np.ndarray
     samples: list[str]
+    #: :func:`sort_rows` of ``values``, computed on first use (:meth:`sorted_order`)
+    _order: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def sorted_order(self) -> np.ndarray:
+        """Each gene's samples in increasing order of value (int32 genes x samples, stable; cached)."""
+        if self._order is None:
+            self._order = sort_rows(self.values)
+        return self._order
 
     @property
     def n_samples(self) -> int:
@@ -206,58 +224,171 @@ def effective_samples(n: int, resampling: str | None, fraction: float = SUBSAMPL
 # ranking
 # --------------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
-def _rank_row(values, idx, keys, out, row0, g):
-    m = idx.shape[0]
-    row = values[row0 + g]
-    v = np.empty(m, np.float64)
-    order = np.argsort(keys[g])  # a random permutation of the samples
-    for i in range(m):
-        v[i] = -row[idx[order[i]]]
-    o2 = np.argsort(v, kind="mergesort")  # stable: equal values keep the random order
-    for i in range(m):
-        out[row0 + g, order[o2[i]]] = i + 1
+def _sort_row(values, out, g):
+    out[g] = np.argsort(values[g], kind="mergesort")
 
 
 @numba.njit(cache=True, parallel=True)
-def _rank_block_par(values, idx, keys, out, row0):
-    for g in numba.prange(keys.shape[0]):
-        _rank_row(values, idx, keys, out, row0, g)
+def _sort_rows_par(values, out):
+    for g in numba.prange(values.shape[0]):
+        _sort_row(values, out, g)
 
 
 @numba.njit(cache=True)
-def _rank_block_ser(values, idx, keys, out, row0):
+def _sort_rows_ser(values, out):
+    for g in range(values.shape[0]):
+        _sort_row(values, out, g)
+
+
+def sort_rows(values: np.ndarray) -> np.ndarray:
+    """Each row's column indices in increasing order of value (int32, stable): the order the fast
+    rankings read resamples from."""
+    values = np.ascontiguousarray(values)
+    out = np.empty(values.shape, np.int32)
+    (_sort_rows_par if values.size >= _PARALLEL_MIN_WORK else _sort_rows_ser)(values, out)
+    return out
+
+
+def resample_csr(idx: np.ndarray, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, items)``: the positions ``k`` with ``idx[k] == j`` are ``items[start[j]:start[j+1]]``."""
+    idx = np.asarray(idx, dtype=np.int64)
+    items = np.argsort(idx, kind="stable")
+    start = np.zeros(n_src + 1, np.int64)
+    np.cumsum(np.bincount(idx, minlength=n_src), out=start[1:])
+    return start, items
+
+
+def check_perm(perm, values: np.ndarray) -> np.ndarray:
+    """``perm`` (genes x samples: the source sample of each gene at each position) as C-contiguous int32."""
+    perm = np.ascontiguousarray(perm, dtype=np.int32)
+    if perm.shape != values.shape:
+        raise ValueError(f"perm has shape {perm.shape}, the values {values.shape}")
+    return perm
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _source_position(perm, has_perm, g, s, pinv):
+    # position j of the (permuted) row at which sample s of gene g lies
+    return pinv[s] if has_perm else s
+
+
+@numba.njit(cache=True, nogil=True)
+def _invert_row(perm, g, pinv):
+    for j in range(perm.shape[1]):
+        pinv[perm[g, j]] = j
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row0, g):
+    # ARACNe ranks (1 = largest) of the resample of gene row0+g: walk its sorted samples from the
+    # largest value down; a run of equal values (ties, or a sample drawn several times) is ordered
+    # by its random keys, exactly as sorting by (-value, key)
+    G = row0 + g
+    n_src = values.shape[1]
+    row = values[G]
+    pinv = np.empty(n_src if has_perm else 0, np.int64)
+    if has_perm:
+        _invert_row(perm, G, pinv)
+    buf = np.empty(items.shape[0], np.int64)
+    kv = np.empty(items.shape[0], np.float64)
+    r = 0
+    i = n_src - 1
+    while i >= 0:
+        v = row[order[G, i]]
+        i0 = i
+        while i0 > 0 and row[order[G, i0 - 1]] == v:
+            i0 -= 1
+        cnt = 0
+        for t in range(i0, i + 1):
+            j = _source_position(perm, has_perm, G, order[G, t], pinv)
+            for q in range(start[j], start[j + 1]):
+                buf[cnt] = items[q]
+                cnt += 1
+        if cnt == 1:
+            out[G, buf[0]] = r + 1
+        elif cnt <= _SMALL_RUN:  # a sample drawn a few times, a few equal values: insertion sort by key
+            for t in range(cnt):
+                kv[t] = keys[g, buf[t]]
+            for t in range(1, cnt):
+                kt = kv[t]
+                bt = buf[t]
+                u = t - 1
+                while u >= 0 and kv[u] > kt:
+                    kv[u + 1] = kv[u]
+                    buf[u + 1] = buf[u]
+                    u -= 1
+                kv[u + 1] = kt
+                buf[u + 1] = bt
+            for t in range(cnt):
+                out[G, buf[t]] = r + 1 + t
+        elif cnt > 1:
+            for t in range(cnt):
+                kv[t] = keys[g, buf[t]]
+            o = np.argsort(kv[:cnt])
+            for t in range(cnt):
+                out[G, buf[o[t]]] = r + 1 + t
+        r += cnt
+        i = i0 - 1
+
+
+@numba.njit(cache=True, parallel=True)
+def _rank_block_par(values, order, perm, has_perm, start, items, keys, out, row0):
+    for g in numba.prange(keys.shape[0]):
+        _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row0, g)
+
+
+@numba.njit(cache=True)
+def _rank_block_ser(values, order, perm, has_perm, start, items, keys, out, row0):
     for g in range(keys.shape[0]):
-        _rank_row(values, idx, keys, out, row0, g)
+        _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row0, g)
 
 
-def _rank_block_numba(values, idx, keys, out, row0):
-    # serial for small blocks: on a busy machine waking the thread pool can take milliseconds
-    (_rank_block_par if keys.size >= 200_000 else _rank_block_ser)(values, idx, keys, out, row0)
-
-
-def _rank_block_python(values, idx, keys, out, row0):
-    sub = values[row0 : row0 + keys.shape[0]][:, idx]
+def _rank_block_python(values, idx, keys, out, row0, perm=None):
+    rows = values[row0 : row0 + keys.shape[0]]
+    if perm is not None:
+        rows = np.take_along_axis(rows, perm[row0 : row0 + keys.shape[0]], axis=1)
+    sub = rows[:, idx]
     for g in range(keys.shape[0]):
         order = np.lexsort((keys[g], -sub[g].astype(np.float64)))
         out[row0 + g, order] = np.arange(1, len(idx) + 1)
 
 
-def rank_matrix(values: np.ndarray, idx: np.ndarray | None = None, rng: np.random.Generator | int = 0, backend: str = "numba") -> np.ndarray:
+def rank_matrix(
+    values: np.ndarray,
+    idx: np.ndarray | None = None,
+    rng: np.random.Generator | int = 0,
+    backend: str = "numba",
+    perm: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+) -> np.ndarray:
     """ARACNe-AP ranks (1 = largest) of every row of ``values`` (genes x samples) over samples ``idx``.
 
     Ties, including those from samples drawn twice, are broken by random keys from ``rng``
-    (a Generator or a seed), independently per gene. Returns int32 (genes, len(idx)).
+    (a Generator or a seed), independently per gene. ``perm`` (genes x samples, optional): rank
+    the data with gene ``g``'s values permuted, ``values[g, perm[g]]``. ``order``: the
+    :func:`sort_rows` of ``values`` (:meth:`Expression.sorted_order`), computed here when not
+    given (numba backend). Returns int32 (genes, len(idx)).
     """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     idx = np.arange(values.shape[1]) if idx is None else np.asarray(idx, dtype=np.int64)
+    if backend not in ("numba", "python"):
+        raise ValueError(f"unknown backend {backend!r}; use 'numba' or 'python'")
+    if perm is not None:
+        perm = check_perm(perm, values)
     out = np.empty((values.shape[0], len(idx)), dtype=np.int32)
+    if backend == "numba":
+        values = np.ascontiguousarray(values)
+        order = sort_rows(values) if order is None else order
+        start, items = resample_csr(idx, values.shape[1])
+        has_perm = perm is not None
+        perm_arg = perm if has_perm else np.zeros((1, 1), np.int32)
     for row0 in range(0, values.shape[0], _RANK_BLOCK):
         nrow = min(_RANK_BLOCK, values.shape[0] - row0)
         keys = rng.random((nrow, len(idx)))
         if backend == "numba":
-            _rank_block_numba(values, idx, keys, out, row0)
-        elif backend == "python":
-            _rank_block_python(values, idx, keys, out, row0)
+            # serial for small blocks: on a busy machine waking the thread pool can take milliseconds
+            run = _rank_block_par if keys.size >= _PARALLEL_MIN_WORK else _rank_block_ser
+            run(values, order, perm_arg, has_perm, start, items, keys, out, row0)
         else:
-            raise ValueError(f"unknown backend {backend!r}; use 'numba' or 'python'")
+            _rank_block_python(values, idx, keys, out, row0, perm)
     return out

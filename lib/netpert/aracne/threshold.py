@@ -55,6 +55,7 @@ import numba
 import numpy as np
 
 from netpert._io import atomic_path, json_default, reading
+from netpert.aracne import timing
 from netpert.aracne.mi import _scratch, apmi_kernel, apmi_python, rank_bitsets
 from netpert.errors import InputError
 
@@ -266,6 +267,28 @@ def bh_select(pvalues: np.ndarray, m: int, fdr: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # null + cache
 # --------------------------------------------------------------------------------------------
+#: upper-tail probabilities of a null's quantile grid (``NullModel.grid``)
+GRID_PROBABILITIES = 1.0 - np.linspace(0.0, 1.0, 1001)
+
+
+def inverted_cdf_positions(n: int, q: np.ndarray) -> np.ndarray:
+    """Positions in the sorted values of ``np.quantile(values, q, method="inverted_cdf")`` (numpy's arithmetic)."""
+    index = n * np.asarray(q, dtype=np.float64) - 1
+    previous = np.floor(index)
+    pos = np.where(index - previous == 0, previous, previous + 1).astype(np.int64)
+    return np.clip(pos, 0, n - 1)
+
+
+def summarize_null(values: np.ndarray, n_top: int, grid: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(top, grid)`` of a null: its ``n_top`` largest values, decreasing, and (``grid``) its
+    inverted-cdf quantiles at :data:`GRID_PROBABILITIES` (else an empty array), from one sort
+    (the same values as ``np.partition`` + ``np.quantile``, which partition 1,001 times)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(ordered)
+    top = ordered[n - n_top :][::-1].copy()
+    return top, (ordered[inverted_cdf_positions(n, GRID_PROBABILITIES)] if grid else np.zeros(0))
+
+
 @dataclass
 class NullModel:
     """A threshold null: its largest values (decreasing), its size and a coarse quantile grid.
@@ -395,15 +418,12 @@ def null_distribution(
         vectors = aracne_ap_null_vectors(n_samples, n_vectors, int(seed))
     n_pairs = n_vectors * (n_vectors - 1) // 2
     log.info("computing the %s null: %d vectors of %d samples, %d pairs", method, n_vectors, n_samples, n_pairs)
-    values = all_pairs_mi(vectors, backend=backend)
+    with timing.stage("MI"):
+        values = all_pairs_mi(vectors, backend=backend)
     n_total = len(values)
     n_top = min(n_total, 1000 if method == "aracne-ap" else max(1000, int(math.ceil(NULL_TOP_FRACTION * n_total))))
-    top = np.partition(values, n_total - n_top)[n_total - n_top :]
-    top = -np.sort(-top)
-    if method == "fit":
-        grid = np.quantile(values, 1.0 - np.linspace(0.0, 1.0, 1001), method="inverted_cdf")
-    else:
-        grid = np.zeros(0)
+    with timing.stage("summary"):
+        top, grid = summarize_null(values, n_top, grid=method == "fit")
     model = NullModel(top, n_total, grid)
     if cache_file is not None:
         with atomic_path(cache_file) as tmp:
@@ -420,8 +440,11 @@ def compute_threshold(
     cache_dir: str | Path | None = None,
     n_vectors: int | None = None,
     backend: str = "numba",
+    null: NullModel | None = None,
 ) -> tuple[float, dict]:
     """MI threshold for ``n_samples`` samples at ``pvalue``; returns ``(threshold, info)``.
+
+    ``null``: the :func:`null_distribution` of these arguments when the caller has it already.
 
     ``info`` holds: threshold, pvalue, n_samples, method, null_vectors, null_size, seed, fit
     (the fitted parameters) and, for ``method="fit"``, the null tail probability at the threshold
@@ -429,7 +452,8 @@ def compute_threshold(
     """
     if not 0 < pvalue < 1:
         raise InputError(f"the MI threshold p-value must be in (0, 1), got {pvalue}")
-    null = null_distribution(n_samples, seed=seed, method=method, n_vectors=n_vectors, cache_dir=cache_dir, backend=backend)
+    if null is None:
+        null = null_distribution(n_samples, seed=seed, method=method, n_vectors=n_vectors, cache_dir=cache_dir, backend=backend)
     if n_vectors is None:
         n_vectors = FIT_NULL_VECTORS if method == "fit" else AP_NULL_VECTORS
     info = {"pvalue": float(pvalue), "n_samples": int(n_samples), "method": method, "null_vectors": int(n_vectors),
