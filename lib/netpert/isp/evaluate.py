@@ -205,6 +205,9 @@ def evaluate_run(npz_paths, perf_paths, out_path, bar=None, seed: int = 0, not_p
     perfs, results, not_run = {}, {}, {}
     for path in map(Path, perf_paths):
         perf = read_perf(path)
+        if perf.shard is not None:
+            raise InputError(f"{path} is one shard of {perf.method} / {perf.stratum}, not the stratum's record: "
+                             "evaluate the file isp_merge joins from the shards")
         perfs[(perf.method, perf.stratum)] = perf
     for path in map(Path, npz_paths):
         r = read_result(path)

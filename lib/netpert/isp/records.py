@@ -3,6 +3,11 @@
 * ``isp/{method}/{stratum}.perf.json``: :class:`PerfRecord` (:func:`write_perf` / :func:`read_perf`);
 * ``isp/{method}/{stratum}.npz``: the arrays of :data:`RESULT_ARRAYS` plus a JSON ``metadata``
   string (:func:`write_result` / :func:`read_result`);
+* with ``isp.cells_per_job``, one job's part of a stratum, ``isp/{method}/{stratum}/shard_{k}.npz``
+  and ``.perf.json``: the same two layouts, of the shard's cells (``cell_index`` counts from its
+  first cell), with :attr:`PerfRecord.shard` and ``metadata["shard"]`` saying which part
+  (:data:`SHARD_KEYS`); the merged files (:mod:`netpert.isp.shards`) are the stratum's records,
+  with :attr:`PerfRecord.shards` summing up each part;
 * ``isp/metrics.tsv``: :data:`METRICS_COLUMNS` first, then the embedding-quality columns
   (``perturbation_*``, ``cell_type_*``, ``control_*``), :func:`read_metrics`.
 
@@ -41,6 +46,10 @@ class PerfRecord:
     ``other_load_cores`` the most CPU (in cores) the rest of the machine used during a repeat;
     ``peak_rss_mb`` the resident memory peak sampled during the screen, ``ru_maxrss_mb`` the
     process's lifetime peak (model loading included).
+
+    ``shard``: set on the record of one shard (:data:`SHARD_KEYS`), None on a stratum's record;
+    ``shards``: on a stratum's record merged from shards, one summary per shard
+    (:data:`SHARD_SUMMARY_KEYS`); times there are the shards' sums, memory the largest shard's.
     """
 
     method: str
@@ -89,10 +98,14 @@ class PerfRecord:
     backend: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
+    shard: dict | None = None
+    shards: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"perf status must be one of {STATUSES}, got {self.status!r}")
+        if self.shard is not None and sorted(self.shard) != sorted(SHARD_KEYS):
+            raise ValueError(f"a shard record's 'shard' has the keys {SHARD_KEYS}, got {sorted(self.shard)}")
 
     @property
     def ran(self) -> bool:
@@ -103,6 +116,12 @@ class PerfRecord:
 
 
 PERF_FIELDS = tuple(f.name for f in dataclasses.fields(PerfRecord))
+#: which part of a stratum a shard is: its index, the number of shards, its first cell (in the
+#: token file), its cells, the stratum's cells (the token file's) and ``isp.cells_per_job``
+SHARD_KEYS = ("index", "n_shards", "first_cell", "n_cells", "cells_in_stratum", "cells_per_job")
+#: one shard in a merged record's ``shards``
+SHARD_SUMMARY_KEYS = ("index", "first_cell", "n_cells", "n_perturbations", "status", "reason", "device", "wall_s",
+                      "cpu_time_s", "peak_rss_mb", "ru_maxrss_mb", "gpu_peak_mem_mb", "cpu")
 
 
 def write_perf(path, record: PerfRecord) -> None:

@@ -309,12 +309,16 @@ def result_arrays(result: IspResult) -> dict[str, np.ndarray]:
     }
 
 
-def write_not_run(npz_path, perf_path, method: str, stratum: str, reason: str, device: str | None = None) -> PerfRecord:
-    """The records of a job whose method cannot run where it ran: "not run" and why."""
+def write_not_run(npz_path, perf_path, method: str, stratum: str, reason: str, device: str | None = None,
+                  shard: dict | None = None) -> PerfRecord:
+    """The records of a job whose method cannot run where it ran: "not run" and why (``shard``: the
+    part of the stratum the job had, :data:`netpert.isp.records.SHARD_KEYS`)."""
     from netpert.isp.profiling import machine
 
-    record = PerfRecord(method=method, stratum=stratum, status=NOT_RUN, reason=reason, device=device, machine=machine())
-    write_result(npz_path, empty_result_arrays(), {"method": method, "stratum": stratum, "status": NOT_RUN, "reason": reason})
+    record = PerfRecord(method=method, stratum=stratum, status=NOT_RUN, reason=reason, device=device, machine=machine(),
+                        shard=shard)
+    meta = {"method": method, "stratum": stratum, "status": NOT_RUN, "reason": reason}
+    write_result(npz_path, empty_result_arrays(), {**meta, "shard": shard} if shard is not None else meta)
     write_perf(perf_path, record)
     log.warning("%s / %s not run: %s", method, stratum, reason)
     return record
@@ -364,9 +368,13 @@ def infer_stratum(
     stratum: str | None = None,
     top_n: int = DEFAULT_TOP_N,
     repeats: int = 3,
+    cells_per_job: int | None = None,
+    shard: int | None = None,
 ) -> PerfRecord:
     """Rule ``isp_infer``: run one method over one stratum's token file; write the npz and
-    perf.json (atomically). ``model``: the bundle folder (or a ModelBundle); ``device``: the
+    perf.json (atomically). With ``cells_per_job`` (``isp.cells_per_job``) and ``shard``, only
+    that shard's cells and their perturbations (:func:`netpert.isp.shards.select_shard`): the
+    records are the shard's, which ``isp_merge`` joins (:func:`netpert.isp.shards.merge_shards`). ``model``: the bundle folder (or a ModelBundle); ``device``: the
     intent (``isp.device``); ``explicit``: the method was listed in ``isp.methods`` (not chosen
     by ``auto``). Where the method cannot run here (:func:`netpert.isp.methods.run_check`), the
     two files are "not run" records with the reason. ``batch_size`` / ``batching``: None takes
@@ -389,9 +397,16 @@ def infer_stratum(
     if not tokens.cell_ids:
         raise InputError(f"{tokens_path} holds no cells: the stratum is empty")
     stratum = stratum or tokens.meta.get("stratum") or Path(tokens_path).stem
+    shard_info = None
+    if (cells_per_job is None) != (shard is None):
+        raise InputError(f"a shard needs both cells_per_job and shard (isp.cells_per_job), got {cells_per_job!r} and {shard!r}")
+    if shard is not None:
+        from netpert.isp.shards import select_shard
+
+        tokens, shard_info = select_shard(tokens, cells_per_job, shard)
     run_device, reason, device_note = run_check(method, device, explicit)
     if reason is not None:
-        return write_not_run(npz_path, perf_path, method, stratum, reason, run_device)
+        return write_not_run(npz_path, perf_path, method, stratum, reason, run_device, shard=shard_info)
     t0 = time.perf_counter()
     bundle = as_bundle(model)
     backend = make_backend(method, bundle, layer=layer, threads=threads, device=run_device, artifacts=artifacts)
@@ -466,6 +481,7 @@ def infer_stratum(
         backend=desc,
         model=bundle.describe(),
         machine=machine(),
+        shard=shard_info,
     )
     meta = {
         "method": method,
@@ -481,10 +497,13 @@ def infer_stratum(
         "backend": desc,
         "model": bundle.describe(),
     }
+    if shard_info is not None:
+        meta["shard"] = shard_info
     write_result(npz_path, result_arrays(result), meta)
     write_perf(perf_path, perf)
     log.info(
-        "%s / %s: %d cells, %d perturbations (%d skipped) in %.2f s: %.1f perturbations/s",
-        method, stratum, n_cells, n_pert, perf.n_skipped, timing["wall_s"], perf.perturbations_per_s or 0.0,
+        "%s / %s%s: %d cells, %d perturbations (%d skipped) in %.2f s: %.1f perturbations/s",
+        method, stratum, f" shard {shard_info['index']} of {shard_info['n_shards']}" if shard_info else "",
+        n_cells, n_pert, perf.n_skipped, timing["wall_s"], perf.perturbations_per_s or 0.0,
     )
     return perf
