@@ -22,7 +22,7 @@ from netpert.report.aggregate import (
     not_run_text,
     quality_table,
 )
-from netpert.report.plots import UNTRAINED_NOTE
+from netpert.report.plots import UNTRAINED_NOTE, quality_label
 
 NA = "n/a"
 
@@ -110,6 +110,11 @@ def reading_memory(data: ReportData) -> str:
     return text + "."
 
 
+def _criteria(failed: str) -> str:
+    """isp_evaluate's ``failed_criteria`` ("mean_cosine 0.995 < 0.999; ...") in words."""
+    return str(failed or "").replace("_", " ")
+
+
 def reading_consistency(data: ReportData) -> str:
     m = data.methods[data.methods["method"] != data.baseline]
     if m.empty:
@@ -121,7 +126,7 @@ def reading_consistency(data: ReportData) -> str:
     text = f"{len(judged) - len(fails)} of {len(judged)} methods meet the bar ({bar_text})"
     if not fails.empty:
         text += "; under it: " + ", ".join(
-            f"{r['method']} ({r['failed_criteria'] or 'flagged by isp_evaluate'})" for _, r in fails.iterrows()
+            f"{r['method']} ({_criteria(r['failed_criteria']) or 'flagged by isp_evaluate'})" for _, r in fails.iterrows()
         )
     if "mean_cosine" in m and m["mean_cosine"].notna().any():
         worst = m.loc[m["mean_cosine"].astype(float).idxmin()]
@@ -143,16 +148,25 @@ def reading_umap(data: ReportData, points: Mapping[str, tuple] | None) -> str:
 
 
 def reading_quality(data: ReportData) -> str:
+    """The largest difference of a method's embedding quality from the baseline's (relative to the
+    baseline's value), in words; where only one method has numbers, its cell-type silhouette."""
     q = quality_table(data.methods)
     cols = [c for c in q.columns if c != "method"]
     if not cols:
         return "No embedding-quality metrics."
-    parts = []
-    for c in cols:
-        s = q.dropna(subset=[c])
-        lo, hi = s[c].min(), s[c].max()
-        parts.append(f"{c.replace('_', ' ')} {fmt(lo)}" + (f" to {fmt(hi)}" if hi != lo else " for every method"))
-    text = "; ".join(parts) + "."
+    q = q.set_index("method")
+    text = f"{len(cols)} metrics"
+    if data.baseline in q.index and len(q) > 1:
+        base = q.loc[data.baseline, cols]
+        diff = (q.drop(index=data.baseline)[cols] - base).abs() / base.abs().where(base.abs() > 0, 1.0)
+        if diff.notna().any().any():
+            method, col = diff.stack().idxmax()
+            text += (f"; the largest difference from {data.baseline}: {quality_label(col)}, {fmt(base[col])} for "
+                     f"{data.baseline} and {fmt(q.loc[method, col])} for {method} ({100 * diff.loc[method, col]:.2g}%); "
+                     "every other metric of every method differs less")
+    elif "cell_type_silhouette" in cols:
+        text += f"; silhouette (cosine) of cell types {fmt(q['cell_type_silhouette'].dropna().iloc[0])}"
+    text += "."
     if data.model.get("trained") is False:
         text = f"({UNTRAINED_NOTE}: these numbers describe random weights) " + text
     return text
@@ -290,6 +304,41 @@ def section_environment(env: Mapping) -> str:
     return "\n".join(out)
 
 
+#: how quantize_onnx chose among the int8 recipes that met the bar (its ``select_used``), in words
+INT8_CHOICE = {
+    "shift": "the one whose perturbation shifts differ least from fp32's (cells and their perturbations in mixed batches)",
+    "accuracy": "the one closest to fp32 (highest mean cosine)",
+    "speed": "the fastest",
+}
+
+
+def artifact_sentence(rep: Mapping) -> str:
+    """An ONNX / int8 / TensorRT artifact's report (``model.onnx.json`` ...) in plain words."""
+    parts = []
+    if rep.get("status") == "not built":
+        return f"not built: {rep.get('reason') or 'no reason recorded'}"
+    if rep.get("exporter"):
+        parts.append(f"exported with the {rep['exporter']} exporter" + (f" (opset {rep['opset']})" if rep.get("opset") else ""))
+    if rep.get("max_abs_diff") is not None:
+        check = f"largest difference from PyTorch {fmt(rep['max_abs_diff'], 2)}"
+        if rep.get("atol") is not None:
+            check += f" (tolerance {fmt(rep['atol'], 2)})"
+        if rep.get("passed") is not None:
+            check += ": " + ("passed" if rep["passed"] else "FAILED")
+        parts.append(check)
+    if rep.get("chosen"):
+        rule = INT8_CHOICE.get(str(rep.get("select_used") or rep.get("select")), str(rep.get("select_used") or ""))
+        parts.append(f"int8 recipe kept: {rep['chosen']}" + (f", of those meeting the bar {rule}" if rule else ""))
+    if rep.get("precision"):
+        parts.append(f"precision {rep['precision']}")
+    if rep.get("file_size_bytes") is not None:
+        parts.append(f"{float(rep['file_size_bytes']) / 2**20:.1f} MiB")
+    for key, what in (("export_seconds", "exported"), ("build_seconds", "built")):
+        if rep.get(key) is not None:
+            parts.append(f"{what} in {fmt(rep[key], 3)} s")
+    return "; ".join(parts) if parts else "built"
+
+
 def section_model(data: ReportData) -> str:
     info = data.model
     trained = info.get("trained")
@@ -307,16 +356,7 @@ def section_model(data: ReportData) -> str:
             rows.append((label, v if isinstance(v, str) else f"{v:,}" if isinstance(v, int) else fmt(v, 6)))
     out = ["## Model", "", md_table(rows, ["", ""]), ""]
     for name, rep in data.artifacts.items():
-        facts = []
-        for key in ("exporter", "opset", "max_abs_diff", "atol", "passed", "chosen", "select_used", "precision",
-                    "file_size_bytes", "export_seconds", "build_seconds"):
-            if key in rep and rep[key] is not None and not isinstance(rep[key], (dict, list)):
-                v = rep[key]
-                if key == "file_size_bytes":
-                    facts.append(f"file size {float(v) / 2**20:.1f} MiB")
-                else:
-                    facts.append(f"{key.replace('_', ' ')} {v if isinstance(v, str) else fmt(v, 4)}")
-        out.append(f"- `{name}`: " + ("; ".join(facts) if facts else "built") + ".")
+        out.append(f"- `{name}`: {artifact_sentence(rep)}.")
         candidates = rep.get("candidates")
         if isinstance(candidates, dict) and candidates:
             rows = []
@@ -325,12 +365,24 @@ def section_model(data: ReportData) -> str:
                 rows.append((cname + (" (kept)" if cname == rep.get("chosen") else ""), fmt_cos(c.get("mean_cosine")),
                              fmt_cos(c.get("min_cosine")), fmt(c.get("passed")) if "passed" in c else NA,
                              c.get("error", "")))
-            out += ["", "  int8 recipes scored against fp32 on held-out cells:", "",
+            out += ["", "  int8 recipes scored against the fp32 ONNX model on held-out cells (cosine of the cell embeddings):", "",
                     "  " + md_table(rows, ["recipe", "mean cosine", "min cosine", "passes", "error"]).replace("\n", "\n  "),
                     ""]
     if data.artifacts:
         out.append("")
     return "\n".join(out)
+
+
+#: the strata table's columns in words
+STRATA_HEADERS = {
+    "slug": "file name", "cell_type": "cell type", "n_cells": "cells", "aggregation": "aggregation",
+    "n_output": "cells (or metacells) used", "mean_overlap": "mean metacell overlap",
+}
+#: the ISP batching strategies (netpert.isp.methods.BATCHINGS) and method facts in words
+BATCHING_WORDS = {"input_order": "in input order", "length_sorted": "sorted by length",
+                  "cell_grouped": "each cell with its perturbations"}
+FACT_HEADERS = {"batch_size": "batch size", "backend.attn_implementation": "attention kernel",
+                "backend.providers": "ONNX Runtime providers", "backend.quantization": "int8 recipe"}
 
 
 def section_dataset(data: ReportData) -> str:
@@ -346,7 +398,9 @@ def section_dataset(data: ReportData) -> str:
                         "edges", "regulons", "status", "reason") if c in st.columns]
     if "tissue" in cols and (st["tissue"].astype(str) == "").all():
         cols.remove("tissue")
-    lines.append(md_table(st[cols].astype(str).values.tolist(), cols))
+    if "cell_type" in cols and "stratum" in cols and (st["cell_type"].astype(str) == st["stratum"].astype(str)).all():
+        cols.remove("cell_type")
+    lines.append(md_table(st[cols].astype(str).values.tolist(), [STRATA_HEADERS.get(c, c) for c in cols]))
     lines.append("")
     return "\n".join(lines)
 
@@ -428,6 +482,16 @@ METHOD_COLUMNS = (
 LOAD_WARNING_SHARE = 0.1
 
 
+def _cell_type(data: ReportData, slug: str) -> str:
+    """The cell type (stratum name) of a stratum's file name (slug)."""
+    st = data.strata
+    if "slug" in st and "cell_type" in st:
+        match = st.loc[st["slug"].astype(str) == str(slug), "cell_type"]
+        if len(match) and str(match.iloc[0]):
+            return str(match.iloc[0])
+    return str(slug)
+
+
 def load_warning(data: ReportData) -> str | None:
     """A sentence when other work took a visible share of the machine during the ISP timing."""
     p = data.perf
@@ -442,7 +506,7 @@ def load_warning(data: ReportData) -> str | None:
     worst = busy.loc[share[busy.index].idxmax()]
     return (f"**The machine was busy**: other processes took up to {fmt(worst['other_load_cores'], 2)} of "
             f"{fmt(cores[worst.name])} cores during ISP timing ({len(busy)} of {len(p)} jobs above "
-            f"{LOAD_WARNING_SHARE:.0%}; worst: {worst['method']} on {worst['stratum']}). Absolute rates are "
+            f"{LOAD_WARNING_SHARE:.0%}; worst: {worst['method']} on {_cell_type(data, worst['stratum'])}). Absolute rates are "
             "lower than on a quiet machine; the ranges show how much they moved.")
 
 
@@ -463,7 +527,7 @@ def section_methods(data: ReportData) -> str:
             elif p is True:
                 cells.append("pass")
             elif p is False:
-                cells.append("**UNDER THE BAR**" + (f": {r['failed_criteria']}" if r["failed_criteria"] else ""))
+                cells.append("**UNDER THE BAR**" + (f": {_criteria(r['failed_criteria'])}" if r["failed_criteria"] else ""))
             else:
                 cells.append(NA)
             rows.append(cells)
@@ -480,16 +544,20 @@ def section_methods(data: ReportData) -> str:
         if not facts.empty and facts.shape[1] > 1:
             keep = [c for c in facts.columns if c != "method" and facts[c].notna().any()]
             if keep:
+                shown = facts[["method", *keep]].fillna(NA).astype(str)
+                if "batching" in shown:
+                    shown["batching"] = shown["batching"].map(lambda v: BATCHING_WORDS.get(v, v))
                 out += ["How each method ran:", "",
-                        md_table(facts[["method", *keep]].fillna(NA).astype(str).values.tolist(),
-                                 ["method", *[c.removeprefix("backend.").replace("_", " ") for c in keep]]), ""]
+                        md_table(shown.values.tolist(),
+                                 ["method", *[FACT_HEADERS.get(c, c.removeprefix("backend.").replace("_", " ")) for c in keep]]),
+                        ""]
         notes = sorted({n for n in data.perf.get("note", pd.Series(dtype=object)).dropna().astype(str)
                         for n in n.split("; ") if n and n != "untrained weights: timings and consistency only"})
         if notes:
             out += ["Notes from the runs:", ""] + [f"- {n}" for n in notes] + [""]
     out += ["### Not run", ""]
     if not data.not_run.empty:
-        out += ["From isp_evaluate: the methods the plan left out, and the jobs that could not run where they ran.", "",
+        out += ["The methods the workflow left out, and the jobs that could not run where they ran, with the reason.", "",
                 md_table([(r["method"], not_run_text(r)) for _, r in data.not_run.iterrows()], ["method", "why"]), ""]
     else:
         out += ["Every requested method ran.", ""]
@@ -537,7 +605,7 @@ def render_markdown(
     out += ["## Summary", ""]
     summary = []
     if not data.perf.empty:
-        summary.append(f"ISP timed on: {machine_line(data, env)}.")
+        summary.append(f"In-silico perturbation (ISP) timed on: {machine_line(data, env)}.")
         warning = load_warning(data)
         if warning:
             summary.append(warning)

@@ -206,6 +206,33 @@ def plot_consistency(methods: pd.DataFrame, bar: Mapping[str, float], baseline: 
     return fig
 
 
+#: isp_evaluate's embedding-quality columns (netpert.isp.metrics.embedding_quality) in words:
+#: the labels they separate (by prefix), the metric, and which direction is better
+QUALITY_GROUPS = {"perturbation_": "perturbations", "cell_type_": "cell types", "control_": "originals vs perturbed"}
+QUALITY_METRICS = {
+    "ridge_accuracy": "ridge classifier accuracy", "ridge_f1": "ridge classifier F1", "silhouette": "silhouette (cosine)",
+    "davies_bouldin": "Davies-Bouldin index", "calinski_harabasz": "Calinski-Harabasz index",
+    "separation_ratio": "centroid separation ratio", "knn_consistency": "kNN label agreement",
+    "kmeans_ari": "k-means ARI", "kmeans_nmi": "k-means NMI",
+}
+
+
+def quality_label(column: str) -> str:
+    """'silhouette (cosine) of cell types' for ``cell_type_silhouette``."""
+    for prefix, group in QUALITY_GROUPS.items():
+        if column.startswith(prefix):
+            metric = column.removeprefix(prefix)
+            return f"{QUALITY_METRICS.get(metric, metric.replace('_', ' '))} of {group}"
+    return column.replace("_", " ")
+
+
+def quality_direction(column: str) -> str:
+    """Which way is better for an embedding-quality column, in words."""
+    if column.startswith("control_"):  # an effect size: how far the perturbations moved the cells
+        return "higher: perturbed cells further from their originals"
+    return "lower is better" if column.endswith("davies_bouldin") else "higher is better"
+
+
 def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False):
     """One panel per embedding-quality metric (columns of ``quality`` but 'method'), bars per method."""
     metrics = [c for c in quality.columns if c != "method" and quality[c].notna().any()]
@@ -221,9 +248,8 @@ def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False):
         _annotate_bars(ax, bars, [_fmt(v) for v in sub[key]])
         ax.set_xticks(x, sub["method"], rotation=20, ha="right")
         ax.set_xlabel("inference method")
-        ax.set_ylabel(key.replace("_", " "))
-        better = "lower is better" if key.endswith("davies_bouldin") else "higher is better"
-        ax.set_title(f"{key.replace('_', ' ')} ({better})", fontsize=10)
+        ax.set_ylabel(quality_label(key).rsplit(" of ", 1)[0])
+        ax.set_title(f"{quality_label(key)}\n({quality_direction(key)})", fontsize=9)
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
