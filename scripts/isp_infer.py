@@ -22,5 +22,7 @@ with script_logging(snakemake) as log:  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         artifacts=[str(a) for a in snakemake.input.artifacts] or None,  # noqa: F821
         stratum=snakemake.wildcards.stratum,  # noqa: F821
+        cells_per_job=p.cells_per_job,
+        shard=p.shard,
     )
     log.info("perf: %s", {k: getattr(perf, k) for k in ("status", "reason", "wall_s", "perturbations_per_s", "peak_rss_mb", "note")})

@@ -112,6 +112,7 @@ def _functions():
         (token_batches, "seed"): "isp.seed",
         (infer_stratum, "layer"): "isp.layer",
         (infer_stratum, "repeats"): "isp.repeats",
+        (infer_stratum, "cells_per_job"): "isp.cells_per_job",
         (infer_stratum, "device"): "isp.device",
     }
     constants = {

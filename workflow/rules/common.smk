@@ -31,6 +31,24 @@ def kept_strata(wildcards=None):
     return table.loc[table["status"] == "kept", "slug"].tolist()
 
 
+def isp_shards(stratum):
+    """The shard indices of a stratum's ISP screen (isp.cells_per_job): its token file holds
+    min(cells, isp.cells_per_stratum) cells, the cells being the strata checkpoint's count
+    (n_output), so the shards are known once the strata are (netpert.isp.shards)."""
+    from netpert.isp.shards import planned_shards
+
+    folder = checkpoints.stratify.get().output[0]
+    table = pd.read_csv(f"{folder}/strata.tsv", sep="\t", keep_default_na=False)
+    cells = table.loc[table["slug"] == stratum, "n_output"]
+    if len(cells) != 1:
+        raise ValueError(f"stratum {stratum} is not once in {folder}/strata.tsv")
+    isp = config["isp"]
+    count = planned_shards(
+        int(cells.iloc[0]), isp["cells_per_stratum"], isp["cells_per_job"]
+    )
+    return list(range(count))
+
+
 def stage_outputs(stage, wildcards):
     """The final targets of one stage (``networks``, ``activity``, ``perturbation``, ``report``)."""
     targets = []

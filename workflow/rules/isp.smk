@@ -1,7 +1,8 @@
 # In-silico perturbation in Geneformer: model, tokens, ONNX / int8 / TensorRT artifacts,
-# one inference job per method x stratum, evaluation (netpert.isp).
-# The jobs are planned from the config alone (netpert.isp.methods: no torch, no device probe
-# here); each isp_infer job checks where it runs whether its method can run there.
+# one inference job per method x stratum (x shard of cells with isp.cells_per_job), evaluation
+# (netpert.isp). The jobs are planned from the config alone (netpert.isp.methods: no torch, no
+# device probe here) and, for the shards, the strata checkpoint's cell counts; each isp_infer job
+# checks where it runs whether its method can run there.
 from netpert.isp.methods import METHODS, REGISTRY, plan_methods
 
 ISP = config["isp"]
@@ -13,10 +14,18 @@ ISP_ARTIFACTS = {
 }
 ISP_GPU = {"gpu": 1} if ISP_PLAN.wants_gpu else {}
 ISP_ENV = f"{ENVS}/isp-gpu.yaml" if ISP_PLAN.wants_gpu else f"{ENVS}/isp-cpu.yaml"
+#: isp.cells_per_job: None runs a stratum's screen in one job per method; a number splits it into
+#: shards of that many cells (with their perturbations), one isp_infer job each, joined by isp_merge
+ISP_CELLS_PER_JOB = ISP["cells_per_job"]
+#: the files of one isp_infer job: a stratum's, or one shard's
+ISP_JOB = (
+    "{method}/{stratum}/shard_{shard}" if ISP_CELLS_PER_JOB else "{method}/{stratum}"
+)
 
 
 wildcard_constraints:
     method="|".join(METHODS),
+    shard="[0-9]+",
 
 
 rule isp_model:
@@ -163,14 +172,16 @@ rule isp_infer:
             [ISP_ARTIFACTS[wc.method]] if wc.method in ISP_ARTIFACTS else []
         ),
     output:
-        npz=out("isp/{method}/{stratum}.npz"),
-        perf=out("isp/{method}/{stratum}.perf.json"),
+        npz=out(f"isp/{ISP_JOB}.npz"),
+        perf=out(f"isp/{ISP_JOB}.perf.json"),
     log:
-        log_path("isp_infer/{method}/{stratum}"),
+        log_path(f"isp_infer/{ISP_JOB}"),
     benchmark:
-        bench_path("isp_infer/{method}/{stratum}")
+        bench_path(f"isp_infer/{ISP_JOB}")
     params:
         method=lambda wc: wc.method,
+        cells_per_job=ISP_CELLS_PER_JOB,
+        shard=lambda wc: int(wc.shard) if ISP_CELLS_PER_JOB else None,
         layer=ISP["layer"],
         repeats=ISP["repeats"],
         batch_size=lambda wc: ISP["batch_size"][wc.method],
@@ -186,6 +197,38 @@ rule isp_infer:
         ISP_ENV
     script:
         "../../scripts/isp_infer.py"
+
+
+if ISP_CELLS_PER_JOB:
+
+    # a stratum's shards joined into its own records (netpert.isp.shards.merge_shards): the arrays
+    # in the unsplit order, times summed over the shards, memory the largest shard's
+    rule isp_merge:
+        input:
+            tokens=out("isp/tokens/{stratum}.parquet"),
+            npz=lambda wc: [
+                out(f"isp/{wc.method}/{wc.stratum}/shard_{k}.npz")
+                for k in isp_shards(wc.stratum)
+            ],
+            perf=lambda wc: [
+                out(f"isp/{wc.method}/{wc.stratum}/shard_{k}.perf.json")
+                for k in isp_shards(wc.stratum)
+            ],
+        output:
+            npz=out("isp/{method}/{stratum}.npz"),
+            perf=out("isp/{method}/{stratum}.perf.json"),
+        log:
+            log_path("isp_merge/{method}/{stratum}"),
+        benchmark:
+            bench_path("isp_merge/{method}/{stratum}")
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            f"{ENVS}/isp-cpu.yaml"
+        script:
+            "../../scripts/isp_merge.py"
 
 
 rule isp_evaluate:

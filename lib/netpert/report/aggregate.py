@@ -44,7 +44,7 @@ STAGE_ORDER = (
     "prepare_data", "stratify",
     "aracne_threshold", "aracne_bootstrap", "aracne_consensus",
     "viper", "master_regulators",
-    "isp_model", "isp_tokenize", "export_onnx", "quantize_onnx", "build_tensorrt", "isp_infer", "isp_evaluate",
+    "isp_model", "isp_tokenize", "export_onnx", "quantize_onnx", "build_tensorrt", "isp_infer", "isp_merge", "isp_evaluate",
     "report",
 )
 #: the ISP methods in the order the report lists them: the registry's (others follow by name)
@@ -116,7 +116,9 @@ def read_benchmarks(folder: str | Path) -> pd.DataFrame:
 
 
 def summarize_stages(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Per rule: number of jobs, summed seconds and CPU seconds, the largest max_rss (MB).
+    """Per rule: number of jobs, summed seconds and CPU seconds, the largest max_rss (MB) (the
+    shards of a stratum's ISP screen, with ``isp.cells_per_job``, are ``isp_infer`` jobs: their
+    time summed, the largest shard's memory).
 
     Columns: stage, family, n_jobs, seconds, cpu_time, max_rss_mb, cpu_load (CPU seconds per
     wall second over the rule's jobs: 1.0 = one core busy). Rows in workflow order.
