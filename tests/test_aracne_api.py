@@ -339,3 +339,17 @@ def test_benchmark_quick(tmp_path):
     assert list(table.columns) == ["name", "size", "seconds", "ratio", "agreement"]
     assert len(table) >= 5 and (table["seconds"].dropna() > 0).all() and table["seconds"].notna().sum() >= 5
     assert "speedup" in proc.stdout
+
+
+def test_benchmark_quick_scale(tmp_path):
+    """The scale section: fresh processes per step, peak RSS, the goal line and the fitted growth law."""
+    out = tmp_path / "scale.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark_aracne.py"), "--quick", "--sections", "scale",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(out)
+    assert table["name"].str.startswith("scale calibration").sum() == 4
+    assert table["name"].str.startswith("scale one network").sum() == 4
+    assert table["name"].str.contains("peak RSS").all() and (table["seconds"] > 0).all()
+    assert "growth law (one network): time ~ R^" in proc.stdout and "goal: one network of" in proc.stdout
+    assert "CPU:" in proc.stdout and "vector flags" in proc.stdout

@@ -85,6 +85,23 @@ def iter_mi_chunks(
             bar.update(len(rows))
 
 
+def iter_mi_values(expr: Expression, ranks: np.ndarray, backend: str = "numba", estimator: str = "apmi") -> Iterator[np.ndarray]:
+    """The MI of every regulator x gene pair (regulator != target), chunk by chunk, float64, in the
+    order :func:`iter_mi_chunks` yields them without a threshold (the calibrated null's values)."""
+    _check_backend(backend)
+    check_estimator(estimator)
+    regs = expr.reg_rows
+    size = _chunk_size(len(regs), expr.n_genes, None)
+    with timing.stage("MI"):
+        bits = rank_bitsets(ranks) if backend == "numba" and estimator == "apmi" else None
+    for c0 in range(0, len(regs), size):
+        rows = regs[c0 : c0 + size]
+        with timing.stage("MI"):
+            block = _mi_block(ranks, rows, backend, bits) if estimator == "apmi" else copula_block(ranks, rows)
+            values = block[~np.isnan(block)]  # row-major, as np.nonzero orders the pairs
+        yield values.astype(np.float64, copy=False)
+
+
 def _order(expr: Expression, backend: str) -> np.ndarray | None:
     """The genes' sorted samples the numba rankings read every resample from (computed once per data)."""
     if backend != "numba":

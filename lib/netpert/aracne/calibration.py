@@ -37,7 +37,7 @@ import numpy as np
 
 from netpert import seeds
 from netpert.aracne import timing
-from netpert.aracne.bootstrap import iter_mi_chunks
+from netpert.aracne.bootstrap import iter_mi_values
 from netpert.aracne.estimators import check_estimator, transform
 from netpert.aracne.prepare import (
     SUBSAMPLE_FRACTION,
@@ -193,8 +193,7 @@ def calibrated_nulls(
             with timing.stage("ranking"):
                 idx = _indices(n, rep.n_samples, resamplings[i], rng_i, subsample_fraction)
                 ranks = transform(estimator, rep.values, idx, rng_i, backend, perm=perm, order=rep.sorted_order() if fast else None)
-            for _, _, mi in iter_mi_chunks(rep, ranks, None, backend, progress=False, estimator=estimator):
-                chunks[i].append(mi.astype(np.float64, copy=False))
+            chunks[i].extend(iter_mi_values(rep, ranks, backend, estimator))
     out = []
     for i, resampling in enumerate(resamplings):
         with timing.stage("summary"):

@@ -53,6 +53,19 @@ class ConsensusAccumulator:
 
     @staticmethod
     def _codes(values: pd.Series, vocab: dict[str, int]) -> np.ndarray:
+        if isinstance(values.dtype, pd.CategoricalDtype) and len(values):
+            # a network table's categoricals: map the categories in use, not every row's string
+            codes = values.cat.codes.to_numpy()
+            if codes.min() >= 0:
+                used = np.unique(codes)
+                names = values.cat.categories[used].astype(str)
+                mapping = np.full(len(values.cat.categories), -1, np.int64)
+                for name, code in sorted(zip(names, used.tolist())):  # new names in name order, as below
+                    known = vocab.get(name)
+                    if known is None:
+                        known = vocab[name] = len(vocab)
+                    mapping[code] = known
+                return mapping[codes]
         cat = pd.Categorical(values.astype(str))
         cats = cat.categories
         mapping = np.empty(len(cats), np.int64)
