@@ -23,6 +23,7 @@ with script_logging(snakemake):  # noqa: F821
         ReportOptions(
             bar=dict(p.bar),
             umap=bool(p.umap),
+            formats=tuple(p.formats),
             seed=int(p.seed),
             input=p.input,
             cell_type_key=p.cell_type_key,

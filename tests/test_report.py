@@ -374,8 +374,9 @@ def test_network_sizes_and_mr_activity(synthetic_report):
 def test_embedding_points_flattens_cells_by_perturbations(synthetic_report):
     _, inputs, _, _ = synthetic_report
     paths = [p for p in inputs.npz if p.parent.name == "baseline"]
-    X, labels = aggregate.embedding_points(paths)
+    X, labels, strata = aggregate.embedding_points(paths)
     assert X.shape == (2 * (4 + 4 * 3), 16)
+    assert strata.tolist() == ["CD14_Monocyte"] * 16 + ["Dendritic"] * 16  # originals and perturbed alike
     assert (labels == "original").sum() == 8 and (labels == "delete:TF2").sum() == 8
     first = np.load(paths[0])
     np.testing.assert_array_equal(X[:4], first["original"])
@@ -414,9 +415,67 @@ def test_methods_and_stages_csv(synthetic_report):
 def test_every_figure_is_a_png_with_content(synthetic_report):
     _, _, out, _ = synthetic_report
     names = {p.name for p in out.figures.iterdir()}
-    assert names == EXPECTED_FIGURES
-    for name in names:
+    assert names == EXPECTED_FIGURES | {n.replace(".png", ".pdf") for n in EXPECTED_FIGURES}  # report.formats [png, pdf]
+    for name in EXPECTED_FIGURES:
         assert_png_with_content(out.figures / name)
+        assert (out.figures / name).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    md = out.markdown.read_text()
+    assert "Also as [PDF](figures/isp__umap.pdf)." in md
+
+
+def test_figure_formats(tmp_path):
+    """report.formats: png always (the report shows it), pdf / svg beside it, without a creation date
+    (the same figure is the same bytes); anything else is an InputError."""
+    from netpert.report import plots
+
+    for bad in (["pdf"], ["png", "eps"], []):
+        with pytest.raises(InputError, match="report.formats"):
+            ReportOptions(formats=bad)
+    assert ReportOptions().formats == ("png", "pdf") and ReportOptions(formats=["PNG", "svg"]).formats == ("png", "svg")
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        fig, ax = plots.plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        assert plots.save(fig, tmp_path / run / "x__y.png", ("png", "pdf", "svg")) == tmp_path / run / "x__y.png"
+    for suffix in (".png", ".pdf", ".svg"):
+        assert (tmp_path / "a" / f"x__y{suffix}").read_bytes() == (tmp_path / "b" / f"x__y{suffix}").read_bytes(), suffix
+    assert b"<svg" in (tmp_path / "a" / "x__y.svg").read_bytes()[:2000]
+
+
+def test_umap_by_cell_type_and_by_perturbation(synthetic_report):
+    """The UMAP has a row coloured by cell type and a row by perturbation (issue 16 item 5), in the
+    Okabe-Ito palette, the original cells drawn last as black rings, one UMAP for both methods;
+    large sets are subsampled and say so."""
+    from matplotlib.colors import to_hex
+
+    from netpert.report import plots
+
+    _, inputs, _, data = synthetic_report
+    cell_type = dict(zip(data.strata["slug"], data.strata["cell_type"]))
+    panels = {}
+    for method in ("baseline", "onnx"):
+        X, labels, strata = aggregate.embedding_points([p for p in inputs.npz if p.parent.name == method])
+        panels[method] = (X, labels, np.array([cell_type[s] for s in strata]))
+    fig = plots.plot_umap(panels, seed=0)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["baseline: by cell type (32 embeddings)", "onnx: by cell type (32 embeddings)",
+                                               "baseline: by perturbation", "onnx: by perturbation"]
+    assert [lg.get_title().get_text() for lg in fig.legends] == ["cell type", "perturbation"]
+    legend_labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_labels[:2] == ["CD14+ Monocyte", "Dendritic"]
+    palette = {c.lower() for c in plots.OKABE_ITO}
+    for ax in axes:
+        colours = {to_hex(c) for coll in ax.collections[:-1] for c in coll.get_facecolors()}
+        assert colours and colours <= palette, (ax.get_title(), colours)
+    rings = axes[2].collections[-1]  # originals last, hollow, black
+    assert len(rings.get_offsets()) == 8 and rings.get_facecolors().size == 0
+    assert to_hex(rings.get_edgecolors()[0]) == "#000000"
+    plots.plt.close(fig)
+    small = plots.plot_umap(panels, seed=0, max_points=16)
+    assert "16 of 32 shown" in small.axes[0].get_title()
+    plots.plt.close(small)
+    many = plots.category_styles([f"p{i}" for i in range(30)])
+    assert len(set(many.values())) == 21 and many["p29"] == ("#bbbbbb", "o")  # 20 styles, then "other"
 
 
 def test_markdown_names_environment_readings_and_flags(synthetic_report):
@@ -521,7 +580,7 @@ def test_report_without_isp_methods_or_benchmarks(tmp_path):
     inputs = dataclasses.replace(make_results(tmp_path), npz=[], perf=[], metrics=None, benchmarks=tmp_path / "none")
     out = outputs(tmp_path)
     build_report(inputs, out, OPTIONS, environment=FAKE_ENV)
-    names = {p.name for p in out.figures.iterdir()}
+    names = {p.name for p in out.figures.iterdir() if p.suffix == ".png"}
     assert names == {"viper__master_regulators.png", "aracne__network_size.png"}
     md = out.markdown.read_text()
     assert "No ISP method ran." in md and "`isp__throughput.png`: no ISP performance files" in md
@@ -646,7 +705,7 @@ def test_wandb_offline_run_logs_metrics_and_figures(synthetic_report, tmp_path, 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     _, _, out, _ = synthetic_report
     methods, stages = pd.read_csv(out.methods), pd.read_csv(out.stages)
-    figures = {p.name: p for p in out.figures.iterdir()}
+    figures = {p.name: p for p in out.figures.iterdir() if p.suffix == ".png"}
     run_dir = tracking.log_to_wandb(methods, stages, figures, environment=FAKE_ENV, model={"trained": False},
                                     config={"input": "x"}, mode="offline", directory=tmp_path)
     assert run_dir is not None and Path(run_dir).name.startswith("offline-run-")
@@ -722,10 +781,34 @@ def test_tiny_workflow_report(tiny_run):
     assert {"prepare_data", "stratify", "aracne_bootstrap", "viper", "isp_infer", "isp_evaluate"} <= stages
     for name in EXPECTED_FIGURES:
         assert_png_with_content(rep / "figures" / name)
+        # vector figures (report.formats: [png, pdf] by default), linked from the report
+        assert (rep / "figures" / name).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", name
     md = (rep / "benchmark_report.md").read_text()
     env = environment.capture_environment()
     assert env["cpu_model"] in md and f"| Python | {env['python']} |" in md and "onnxruntime |" in md
     assert "## ISP methods" in md and "## Workflow stages" in md
+    assert "Also as [PDF](figures/isp__umap.pdf)." in md and "### UMAP of cell embeddings by cell type and by perturbation" in md
+    # the done-when of issue 16 on the tiny workflow: medians with ranges ...
+    assert "| time (s), median [range] | repeats |" in md
+    base_row = next(line for line in md.splitlines() if line.startswith("| **baseline** |"))
+    assert re.fullmatch(r"[\d.e+-]+ \[[\d.e+-]+-[\d.e+-]+\]", base_row.split("|")[2].strip()), base_row
+    # ... the CPU and its vector flags (summary, under the methods table, methods.csv, stages.csv) ...
+    cpu = environment.cpu_summary()
+    assert "vector flags: " in cpu and f"In-silico perturbation (ISP) timed on: {cpu}; GPU:" in md
+    assert f"Measured on: {cpu}; GPU:" in md.split("## ISP methods")[1]
+    assert methods["machine"].str.startswith(cpu).all()
+    stage_table = pd.read_csv(rep / "stages.csv").set_index("rule")
+    assert stage_table["machine"].str.startswith(cpu).all()
+    # ... one peak memory per job: isp_infer's in the stages table is the methods table's ...
+    assert stage_table.loc["isp_infer", "memory_source"] == aggregate.ISP_MEMORY
+    assert stage_table.loc["isp_infer", "max_rss_mb"] == pytest.approx(methods["peak_rss_mb"].max())
+    # ... and the strata without a network (the tiny config skips those under strata.min_cells=90)
+    strata = pd.read_csv(res / "aracne" / "strata.tsv", sep="\t", keep_default_na=False)
+    without = strata[strata["status"] != "kept"]
+    assert len(without) >= 1 and "## Networks" in md
+    for r in without.itertuples():
+        assert re.search(rf"\| {re.escape(r.cell_type)} \| {r.n_cells} \| [^|]+ \| [^|]+ \| \*\*(not built|empty: skipped)\*\* \|", md), r.stratum
+    assert f"- Networks: {len(strata) - len(without)} of {len(strata)} strata have one" in md
 
 
 def test_report_marks_strata_without_master_regulators(tmp_path):

@@ -76,6 +76,7 @@ def test_nested_config_on_the_command_line_plans(tmp_path):
         ({"strata": {"min_cells": "many"}}, "'many' is not of type 'integer'"),
         ({"aracne": {"bootstrapz": 3}}, "'bootstrapz' was unexpected"),
         ({"isp": {"methods": ["baseline", "warp-drive"]}}, "isp"),
+        ({"report": {"formats": ["pdf"]}}, "['pdf'] must include 'png'"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, override, message):
@@ -223,7 +224,7 @@ def _strings_in(path):
         def visit(name, obj):
             texts.extend(f"{k}={v}" for k, v in obj.attrs.items())
             if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "OSU":
-                texts.append(str(obj[()].tolist()))
+                texts.append(str(np.asarray(obj[()]).tolist()))
 
         with h5py.File(path, "r") as f:
             f.visititems(visit)

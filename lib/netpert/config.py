@@ -269,6 +269,9 @@ def _explain(error, sources: Sequence[Source]) -> tuple[list, str]:
             else:
                 what += "; allowed here: " + ", ".join(allowed)
             return path + [unknown[0]] if len(unknown) == 1 else path, what
+    if error.validator == "contains" and "const" in error.schema.get("contains", {}):
+        what = f"{error.instance!r} must include {error.schema['contains']['const']!r}"
+        return path, what + (f" ({error.schema['description']})" if error.schema.get("description") else "")
     return path, error.message
 
 

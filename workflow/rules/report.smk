@@ -64,6 +64,7 @@ rule report:
         seed=ISP["seed"],
         bar=ISP["bar"],
         umap=config["report"]["umap"],
+        formats=config["report"]["formats"],
         wandb=config["report"]["wandb"],
         wandb_project=config["report"]["wandb_project"],
         wandb_mode=config["report"]["wandb_mode"],

@@ -67,10 +67,11 @@ def build_report(
                 points[method] = embedding_points(data.embeddings[method])
 
     with atomic_dir(outputs.figures) as tmp_fig:
-        written, missing = write_figures(data, tmp_fig, umap=options.umap, seed=options.seed, environment=env)
+        written, missing = write_figures(data, tmp_fig, umap=options.umap, seed=options.seed, environment=env,
+                                         formats=options.formats)
         rel = os.path.relpath(outputs.figures, outputs.markdown.parent)
         text = render_markdown(data, env, figures=list(written), missing_figures=missing, umap_points=points,
-                               figures_dir=rel)
+                               figures_dir=rel, formats=options.formats)
         # everything is computed: only the renames are left
         with atomic_path(outputs.markdown) as tmp_md:
             Path(tmp_md).write_text(text)

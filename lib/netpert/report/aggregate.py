@@ -42,7 +42,7 @@ BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "
 #: the workflow's rules in the order they run; rules not listed here follow, by name
 STAGE_ORDER = (
     "prepare_data", "stratify",
-    "aracne_threshold", "aracne_bootstrap", "aracne_consensus",
+    "aracne_threshold", "aracne_bootstrap", "aracne_consensus", "aracne_import", "aracne_summary",
     "viper", "master_regulators",
     "isp_model", "isp_tokenize", "export_onnx", "quantize_onnx", "build_tensorrt", "isp_infer", "isp_merge", "isp_evaluate",
     "report",
@@ -503,19 +503,21 @@ def fastest_method(methods: pd.DataFrame, baseline: str = BASELINE, require_bar:
     return str(cand.sort_values("speedup", ascending=False, kind="stable").iloc[0]["method"])
 
 
-def embedding_points(paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
-    """The cell embeddings of a method's npz files as UMAP input: (X (n, H), labels (n,)).
+def embedding_points(paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cell embeddings of a method's npz files as UMAP input: (X (n, H), labels (n,), strata (n,)).
 
     Each file is an ISP result (:func:`netpert.isp.records.read_result`): ``original`` (cells,
     H) and ``perturbed`` (perturbations, H) with one ``perturbation`` label per row. Original
-    cells are labelled "original", perturbed ones by their perturbation; a "not run" result
-    (empty arrays) adds nothing.
+    cells are labelled "original", perturbed ones by their perturbation; ``strata`` is the
+    stratum (its file name) of every row, original or perturbed. A "not run" result (empty
+    arrays) adds nothing.
     """
-    xs, labels = [], []
+    xs, labels, strata = [], [], []
     for path in paths:
         r = read_result(path)
         orig, pert = np.asarray(r["original"], dtype=np.float32), np.asarray(r["perturbed"], dtype=np.float32)
         labs = np.asarray(r["perturbation"]).astype(str)
+        stratum = str((r.get("metadata") or {}).get("stratum") or Path(path).stem)
         for X in (orig, pert):
             if X.size and X.ndim != 2:
                 raise InputError(f"{path}: embeddings of shape {X.shape}, expected (rows, hidden): rerun the isp_infer rule")
@@ -527,9 +529,10 @@ def embedding_points(paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarra
         if pert.size:
             xs.append(pert)
             labels += labs.tolist()
+        strata += [stratum] * ((len(orig) if orig.size else 0) + (len(pert) if pert.size else 0))
     if not xs:
-        return np.zeros((0, 0), dtype=np.float32), np.array([], dtype=str)
-    return np.concatenate(xs, axis=0), np.asarray(labels)
+        return np.zeros((0, 0), dtype=np.float32), np.array([], dtype=str), np.array([], dtype=str)
+    return np.concatenate(xs, axis=0), np.asarray(labels), np.asarray(strata)
 
 
 def quality_table(methods: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netpert.errors import InputError
 from netpert.isp.methods import BASELINE
 from netpert.isp.metrics import DEFAULT_BAR
 
 PathLike = str | os.PathLike
+#: the figure formats the report can write (PNG always: the markdown and the HTML report show it)
+FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
 def _path(value) -> Path | None:
@@ -96,7 +99,8 @@ class ReportOptions:
     UMAP (config ``report.umap``); ``seed``: its seed (``isp.seed``); ``input`` /
     ``cell_type_key``: the data set's facts shown (``input``, ``data.cell_type_key``);
     ``wandb*``: optional Weights & Biases logging (``report.wandb*``), written under
-    ``wandb_dir``.
+    ``wandb_dir``; ``formats``: the files written per figure (``report.formats``: png, pdf, svg;
+    PNG among them, the markdown shows it).
     """
 
     bar: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BAR))
@@ -109,10 +113,19 @@ class ReportOptions:
     wandb_project: str = "netpert"
     wandb_mode: str = "offline"
     wandb_dir: Path | None = None
+    formats: tuple[str, ...] = ("png", "pdf")
 
     def __post_init__(self):
         object.__setattr__(self, "bar", {**DEFAULT_BAR, **dict(self.bar or {})})
         object.__setattr__(self, "wandb_dir", _path(self.wandb_dir))
+        formats = tuple(dict.fromkeys(str(f).lower().lstrip(".") for f in (self.formats or ())))
+        unknown = [f for f in formats if f not in FIGURE_FORMATS]
+        if unknown or "png" not in formats:
+            raise InputError(
+                f"report.formats {list(self.formats or ())}: " + (f"unknown format(s) {unknown}; " if unknown else "")
+                + f"use png (always: the report shows it) and any of {', '.join(FIGURE_FORMATS[1:])}, e.g. [png, pdf]"
+            )
+        object.__setattr__(self, "formats", formats)
 
     def dataset(self) -> dict:
         """The data set's facts given (input, cell_type_key), without the missing ones."""
@@ -122,4 +135,4 @@ class ReportOptions:
     def run_facts(self) -> dict:
         """What the run was made with, for the wandb run's config."""
         return {"bar": dict(self.bar), "baseline": self.baseline, "umap": self.umap, "seed": self.seed,
-                **self.dataset()}
+                "formats": list(self.formats), **self.dataset()}

@@ -138,7 +138,7 @@ def reading_umap(data: ReportData, points: Mapping[str, tuple] | None) -> str:
     if not points:
         return "No embeddings to show."
     parts = []
-    for method, (X, labels) in points.items():
+    for method, (X, labels, *_) in points.items():
         labels = np.asarray(labels)
         n_orig = int((labels == "original").sum())
         kinds = sorted(set(labels) - {"original"})
@@ -274,7 +274,7 @@ FIGURE_TITLES = {
     "isp__throughput.png": ("ISP throughput and speedup per method", reading_throughput),
     "isp__memory.png": ("ISP memory per method", reading_memory),
     "isp__consistency.png": ("ISP consistency with the baseline", reading_consistency),
-    "isp__umap.png": ("UMAP of cell embeddings by perturbation", None),
+    "isp__umap.png": ("UMAP of cell embeddings by cell type and by perturbation", None),
     "isp__embedding_quality.png": ("Embedding quality per method", reading_quality),
     "workflow__stage_time.png": ("Time and memory per workflow rule", reading_stages),
     "viper__master_regulators.png": ("Master-regulator activity per cell type", reading_mr),
@@ -589,11 +589,13 @@ def render_markdown(
     missing_figures: Mapping[str, str] | None = None,
     umap_points: Mapping[str, tuple] | None = None,
     figures_dir: str = "figures",
+    formats: Sequence[str] = ("png",),
     title: str = "netpert benchmark report",
     now: _dt.datetime | None = None,
 ) -> str:
     """The whole report as markdown. ``figures`` are the figure file names written into
-    ``figures_dir`` (relative to the markdown file); ``missing_figures`` {name: why not drawn}."""
+    ``figures_dir`` (relative to the markdown file), each also in the vector ``formats`` besides PNG
+    (linked under it); ``missing_figures`` {name: why not drawn}."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     out = [f"# {title}", "", f"Generated {now.strftime('%Y-%m-%d %H:%M UTC')}.", ""]
     if data.model.get("trained") is False:
@@ -636,7 +638,12 @@ def render_markdown(
         if name.startswith("isp__") and name not in ("isp__throughput.png", "isp__memory.png", "isp__consistency.png") \
                 and data.model.get("trained") is False:
             title_ += f" ({UNTRAINED_NOTE})"
-        out += [f"### {title_}", "", f"![{title_}]({figures_dir}/{name})", "", reading, ""]
+        out += [f"### {title_}", "", f"![{title_}]({figures_dir}/{name})", ""]
+        vector = [f for f in formats if f != "png"]
+        if vector:
+            stem = name.rsplit(".", 1)[0]
+            out += ["Also as " + ", ".join(f"[{f.upper()}]({figures_dir}/{stem}.{f})" for f in vector) + ".", ""]
+        out += [reading, ""]
     if missing_figures:
         out += ["Figures not drawn:", ""] + [f"- `{k}`: {v}" for k, v in missing_figures.items()] + [""]
     out.append(section_stages(data, env))

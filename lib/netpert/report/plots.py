@@ -34,17 +34,23 @@ log = logging.getLogger(__name__)
 
 UNTRAINED_NOTE = "untrained weights: timings and consistency only"
 DPI = 110
+#: Okabe & Ito's colour-blind-safe colours for the workflow stages
 FAMILY_COLORS = {
-    "data": "#7f7f7f", "aracne": "#1f77b4", "viper": "#2ca02c", "isp": "#d62728", "report": "#9467bd", "other": "#bcbd22",
+    "data": "#999999", "aracne": "#0072B2", "viper": "#009E73", "isp": "#D55E00", "report": "#CC79A7", "other": "#F0E442",
 }
 FAIL_COLOR = "#bbbbbb"
+#: Okabe & Ito's colour-blind-safe palette (black left out: it marks original cells and text)
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")
+
+
+#: the methods' colours, in the registry's order (Okabe-Ito: baseline blue, batched orange, amp green ...)
+METHOD_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442")
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    """A fixed colour per method (the same in every figure)."""
-    cmap = plt.get_cmap("tab10")
+    """A fixed, colour-blind-safe colour per method (the same in every figure)."""
     order = list(METHOD_ORDER) + sorted(m for m in methods if m not in METHOD_ORDER)
-    return {m: matplotlib.colors.to_hex(cmap(order.index(m) % 10)) for m in methods}
+    return {m: METHOD_PALETTE[order.index(m) % len(METHOD_PALETTE)] for m in methods}
 
 
 def _machine_note(fig, machine: str | None) -> None:
@@ -182,16 +188,15 @@ def plot_consistency(methods: pd.DataFrame, bar: Mapping[str, float], baseline: 
                       edgecolor="black", linewidth=0.5)
         raw = 1.0 - sub[key].astype(float).to_numpy()
         clipped = raw < EXACT
-        _annotate_bars(ax, bars, [_near_one(v) + ("\n(1 - value < 1e-8:\nclipped at the floor)" if c else "")
-                                  for v, c in zip(sub[key], clipped)])
+        _annotate_bars(ax, bars, [_near_one(v) + ("\n(clipped)" if c else "") for v, c in zip(sub[key], clipped)])
         if clipped.any():
             ax.scatter(x[clipped], np.full(clipped.sum(), EXACT), marker="v", color="black", zorder=3, s=28,
-                       label="clipped: below the axis floor")
+                       label=f"clipped: 1 - value < {EXACT:g}, drawn at the axis floor")
         ax.set_yscale("log")
         ax.set_ylim(EXACT / 2, max(1.0, dist.max() * 20))
         if key in bar:
             ax.axhline(1.0 - bar[key], color="crimson", linestyle="--", linewidth=1.2,
-                       label=f"bar: {key} >= {bar[key]:g}")
+                       label=f"bar: {key.replace('_', ' ')} >= {bar[key]:g}")
         if key in bar or clipped.any():
             ax.legend(loc="upper left", fontsize=8, frameon=False)
         ax.set_xticks(x, sub["method"], rotation=20, ha="right")
@@ -201,7 +206,7 @@ def plot_consistency(methods: pd.DataFrame, bar: Mapping[str, float], baseline: 
         ax.grid(axis="y", alpha=0.3, which="major")
     if not panels:
         axes[0, 0].text(0.5, 0.5, "no consistency metrics", ha="center", va="center", transform=axes[0, 0].transAxes)
-    _title(fig, f"ISP consistency with {baseline} (labels: the values; hatched = under the bar)", untrained)
+    _title(fig, f"ISP consistency with {baseline} (hatched: under the bar)", untrained)
     fig.tight_layout()
     return fig
 
@@ -259,48 +264,129 @@ def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False):
     return fig
 
 
-def plot_umap(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, untrained: bool = False):
-    """UMAP (scanpy) of cell embeddings, one panel per method, coloured by perturbation.
+#: at most this many points per UMAP panel: larger sets are subsampled (per label, seeded) before the UMAP
+MAX_UMAP_POINTS = 10_000
+#: markers that, with the palette's colours, keep up to 21 categories apart
+CATEGORY_MARKERS = ("o", "s", "^")
 
-    ``panels`` maps a title (e.g. the method) to ``(X, labels)``: embeddings (n, H) and one
-    label per row ("original" or the perturbation). Each panel gets its own UMAP.
+
+def category_styles(labels: Sequence[str], most: int = len(OKABE_ITO) * len(CATEGORY_MARKERS) - 1) -> dict[str, tuple]:
+    """A (colour, marker) per label from the colour-blind-safe Okabe-Ito palette: colours first, then
+    the next marker; beyond ``most`` labels the rest share one light grey ("other")."""
+    styles = {}
+    for i, lab in enumerate(labels):
+        if i >= most and len(labels) > most + 1:
+            styles[lab] = ("#bbbbbb", "o")
+        else:
+            styles[lab] = (OKABE_ITO[i % len(OKABE_ITO)], CATEGORY_MARKERS[(i // len(OKABE_ITO)) % len(CATEGORY_MARKERS)])
+    return styles
+
+
+def _subsample(n: int, groups: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Row indices: all rows when ``n <= limit``, else a seeded sample keeping each group's share."""
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        keep.append(rng.choice(rows, size=max(1, int(round(len(rows) * limit / n))), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def plot_umap(panels: Mapping[str, tuple], seed: int = 0, untrained: bool = False, max_points: int = MAX_UMAP_POINTS):
+    """UMAP (scanpy) of cell embeddings: one column per method, the top row coloured by cell type,
+    the bottom row by perturbation (the original cells as black rings on top).
+
+    ``panels`` maps a title (e.g. the method) to ``(X, labels, cell_types)``: embeddings (n, H),
+    one label per row ("original" or the perturbation) and the cell type of every row. The
+    methods share one UMAP (fitted on all their embeddings together): the columns share
+    coordinates. Colours are the colour-blind-safe Okabe-Ito palette (with markers beyond
+    seven categories); points are small and translucent, drawn in a shuffled order (no category
+    hides another by being drawn last); above ``max_points`` per method a seeded sample is shown.
     """
     import anndata as ad
     import scanpy as sc
 
-    all_labels = sorted({str(v) for _, labels in panels.values() for v in labels}, key=lambda s: (s != "original", s))
-    cmap = plt.get_cmap("tab20" if len(all_labels) > 10 else "tab10")
-    palette = {lab: ("#444444" if lab == "original" else matplotlib.colors.to_hex(cmap(i % cmap.N)))
-               for i, lab in enumerate(all_labels)}
-    legend_in = 1.9
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + legend_in, 4.8), squeeze=False)
-    for ax, (title, (X, labels)) in zip(axes[0], panels.items()):
-        a = ad.AnnData(np.asarray(X, dtype=np.float32))
-        a.obs["perturbation"] = pd.Categorical([str(v) for v in labels])
-        n_neighbors = int(max(2, min(15, a.n_obs - 1)))
-        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
-        sc.tl.umap(a, random_state=seed)
-        xy = a.obsm["X_umap"]
-        for lab in all_labels:
-            sel = (a.obs["perturbation"] == lab).to_numpy()
-            if sel.any():
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=46 if lab == "original" else 36, c=palette[lab],
-                           marker="o" if lab == "original" else "^", label=lab, alpha=0.85, linewidths=0)
-        ax.set_title(f"{title} ({a.n_obs} embeddings)", fontsize=10)
-        ax.set_xlabel("UMAP 1")
-        ax.set_ylabel("UMAP 2")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles, labs = axes[0, 0].get_legend_handles_labels()
-    seen = dict(zip(labs, handles))
-    for ax in axes[0, 1:]:
-        h, lab = ax.get_legend_handles_labels()
-        seen.update(zip(lab, h))
-    fig.legend([seen[k] for k in all_labels if k in seen], [k for k in all_labels if k in seen], title="perturbation",
-               loc="center left", bbox_to_anchor=(1 - legend_in / fig.get_figwidth(), 0.5), fontsize=8,
-               title_fontsize=9, frameon=False)
-    _title(fig, "Cell embeddings, original and perturbed (UMAP)", untrained)
-    fig.tight_layout(rect=(0, 0, 1 - legend_in / fig.get_figwidth(), 1))
+    rng = np.random.default_rng(seed)
+    shown, n_total = {}, {}
+    for title, (X, labels, cell_types) in panels.items():
+        labels, cell_types = np.asarray(labels).astype(str), np.asarray(cell_types).astype(str)
+        keep = _subsample(len(labels), labels, max_points, seed)
+        shown[title] = (np.asarray(X, dtype=np.float32)[keep], labels[keep], cell_types[keep])
+        n_total[title] = len(labels)
+    a = ad.AnnData(np.concatenate([v[0] for v in shown.values()]))
+    n_neighbors = int(max(2, min(15, a.n_obs - 1)))
+    # exact kNN by scikit-learn: scanpy's default above 4,096 points (pynndescent) fails on scipy's sparse arrays
+    sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X", random_state=seed, transformer="sklearn")
+    sc.tl.umap(a, random_state=seed)
+    xy_all, offset, xy = a.obsm["X_umap"], 0, {}
+    for title, (X, _, _) in shown.items():
+        xy[title], offset = xy_all[offset:offset + len(X)], offset + len(X)
+
+    types = sorted({t for _, _, c in shown.values() for t in c})
+    counts = pd.Series(np.concatenate([labs for _, labs, _ in shown.values()])).value_counts()
+    # the most frequent perturbations get the colours (ties by name); beyond 20 the rest are "other"
+    perts = sorted((p for p in counts.index if p != "original"), key=lambda p: (-counts[p], p))
+    type_style, pert_style = category_styles(types), category_styles(perts)
+    n_max = max(len(v[1]) for v in shown.values())
+    size = float(np.clip(4000.0 / max(n_max, 1), 3.0, 40.0))
+    legend_in = 2.6
+    ncol = len(shown)
+    fig, axes = plt.subplots(2, ncol, figsize=(4.6 * ncol + legend_in, 9.0), squeeze=False)
+    for j, (title, (X, labels, cell_types)) in enumerate(shown.items()):
+        pts = xy[title]
+        orig = labels == "original"
+        order = rng.permutation(len(labels))
+        # top: cell types, perturbed embeddings under their (larger, outlined) original cells
+        top = axes[0, j]
+        for rows, edge, scale in ((order[~orig[order]], "none", 1.0), (order[orig[order]], "black", 1.6)):
+            for marker in CATEGORY_MARKERS:
+                sel = rows[[type_style[t][1] == marker for t in cell_types[rows]]]
+                if len(sel):
+                    top.scatter(pts[sel, 0], pts[sel, 1], s=size * scale, marker=marker, alpha=0.75,
+                                c=[type_style[t][0] for t in cell_types[sel]], edgecolors=edge, linewidths=0.4)
+        # bottom: perturbations in a shuffled order, the original cells as black rings on top
+        bottom = axes[1, j]
+        rows = order[~orig[order]]
+        for marker in CATEGORY_MARKERS:
+            sel = rows[[pert_style[p][1] == marker for p in labels[rows]]]
+            if len(sel):
+                bottom.scatter(pts[sel, 0], pts[sel, 1], s=size, marker=marker, alpha=0.75,
+                               c=[pert_style[p][0] for p in labels[sel]], linewidths=0)
+        if orig.any():
+            bottom.scatter(pts[orig, 0], pts[orig, 1], s=size * 1.6, facecolors="none", edgecolors="black",
+                           linewidths=0.6)
+        sample = f", {len(labels)} of {n_total[title]} shown" if len(labels) < n_total[title] else ""
+        top.set_title(f"{title}: by cell type ({n_total[title]} embeddings{sample})", fontsize=9)
+        bottom.set_title(f"{title}: by perturbation", fontsize=9)
+        for ax in (top, bottom):
+            ax.set_xlabel("UMAP 1")
+            ax.set_ylabel("UMAP 2")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    from matplotlib.lines import Line2D
+
+    def handles(styles, names, **kw):
+        seen = list(dict.fromkeys((styles[n], n if styles[n][0] != "#bbbbbb" else None) for n in names))
+        out = []
+        for (color, marker), name in seen:
+            label = name if name is not None else f"other ({sum(styles[n][0] == '#bbbbbb' for n in names)})"
+            out.append(Line2D([], [], linestyle="none", marker=marker, color=color, markersize=6, label=label, **kw))
+        return out
+
+    right = 1 - legend_in / fig.get_figwidth()
+    fig.legend(handles=handles(type_style, types) + [Line2D([], [], linestyle="none", marker="o", markerfacecolor="white",
+                                                           markeredgecolor="black", markersize=7,
+                                                           label="original cell (outlined)")],
+               title="cell type", loc="center left", bbox_to_anchor=(right, 0.73), fontsize=7, title_fontsize=8,
+               frameon=False)
+    fig.legend(handles=[Line2D([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="black",
+                               markersize=7, label="original cell")] + handles(pert_style, perts),
+               title="perturbation", loc="center left", bbox_to_anchor=(right, 0.27), fontsize=7, title_fontsize=8,
+               frameon=False, ncol=1 if len(perts) <= 18 else 2)
+    _title(fig, "Cell embeddings, original and perturbed (one UMAP for the methods shown)", untrained)
+    fig.tight_layout(rect=(0, 0, right, 1))
     return fig
 
 
@@ -396,14 +482,14 @@ def plot_network_size(networks: pd.DataFrame, labels: Mapping[str, str] | None =
     names = [(labels.get(s, s) if labels else s) + (f" [{marks[s]}]" if s in marks else "") for s in n["stratum"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(n) + 2.1), sharey=True)
     y = np.arange(len(n))
-    bars = axes[0].barh(y, n["n_edges"].fillna(0), color="#1f77b4", edgecolor="black", linewidth=0.4)
+    bars = axes[0].barh(y, n["n_edges"].fillna(0), color="#0072B2", edgecolor="black", linewidth=0.4)
     _annotate_bars(axes[0], bars, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in n["n_edges"]], horizontal=True)
     axes[0].set_xlabel("edges in the consensus network")
     axes[0].set_title("Network edges", fontsize=10)
     h = 0.38
-    b1 = axes[1].barh(y + h / 2, n["n_regulators"].fillna(0), height=h, color="#ff7f0e", edgecolor="black",
+    b1 = axes[1].barh(y + h / 2, n["n_regulators"].fillna(0), height=h, color="#E69F00", edgecolor="black",
                       linewidth=0.4, label="regulators with an edge")
-    b2 = axes[1].barh(y - h / 2, n["n_regulons"].fillna(0), height=h, color="#2ca02c", edgecolor="black",
+    b2 = axes[1].barh(y - h / 2, n["n_regulons"].fillna(0), height=h, color="#009E73", edgecolor="black",
                       linewidth=0.4, label="regulons kept (after pruning)")
     _annotate_bars(axes[1], b1, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in n["n_regulators"]], horizontal=True)
     _annotate_bars(axes[1], b2, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in n["n_regulons"]], horizontal=True)
@@ -425,11 +511,18 @@ def plot_network_size(networks: pd.DataFrame, labels: Mapping[str, str] | None =
 
 
 # --------------------------------------------------------------------------- all figures
-def save(fig, path: str | os.PathLike) -> Path:
+#: no creation date in the vector files: the same figure is the same bytes
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
+def save(fig, path: str | os.PathLike, formats: Sequence[str] = ("png",)) -> Path:
+    """Write ``fig`` as ``path`` with each suffix of ``formats`` (``x.png``, ``x.pdf`` ...); returns the PNG's path."""
     path = Path(path)
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    with plt.rc_context({"svg.hashsalt": "netpert"}):  # the SVG's element ids: fixed, not random
+        for fmt in formats:
+            fig.savefig(path.with_suffix(f".{fmt}"), dpi=DPI, facecolor="white", metadata=_NO_DATE.get(fmt))
     plt.close(fig)
-    return path
+    return path.with_suffix(".png")
 
 
 def write_figures(
@@ -440,14 +533,16 @@ def write_figures(
     quality_columns: Sequence[str] | None = None,
     seed: int = 0,
     environment: Mapping | None = None,
+    formats: Sequence[str] = ("png",),
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Draw every figure the data allows into ``folder``.
 
-    ``umap_points(npz_paths) -> (X, labels)`` turns a method's npz files into UMAP input
+    ``umap_points(npz_paths) -> (X, labels, strata)`` turns a method's npz files into UMAP input
     (see :func:`netpert.report.aggregate.embedding_points`); ``quality_columns`` are the
     embedding-quality columns of the methods table; ``environment`` the report machine's
     (:func:`netpert.report.environment.capture_environment`), named under the stage-time figure
-    (and under the ISP speed figures where the perf records do not name theirs). Returns ``(written, missing)``:
+    (and under the ISP speed figures where the perf records do not name theirs); ``formats`` the
+    files written per figure (:data:`netpert.report.inputs.FIGURE_FORMATS`, PNG among them). Returns ``(written, missing)``:
     {file name: path} and {file name: why it was not drawn}.
     """
     from netpert.report.aggregate import embedding_points, quality_table
@@ -464,7 +559,7 @@ def write_figures(
         if why_absent:
             missing[name] = why_absent
             return
-        written[name] = save(make(), folder / name)
+        written[name] = save(make(), folder / name, formats)
 
     has_perf = not m.empty and "perturbations_per_s" in m and m["perturbations_per_s"].notna().any()
     machine = machine_line(data, environment)
@@ -488,10 +583,13 @@ def write_figures(
         fast = fastest_method(m, data.baseline)
         shown = [data.baseline] + ([fast] if fast and fast != data.baseline and fast in data.embeddings else [])
         panels = {}
+        cell_type = dict(zip(data.strata["slug"].astype(str), data.strata.get("cell_type", data.strata["slug"]).astype(str))) \
+            if "slug" in data.strata else {}
         for method in shown:
-            X, labels = umap_points(data.embeddings[method])
+            X, labels, strata = umap_points(data.embeddings[method])
             if len(X) >= 4:
-                panels[method + (" (fastest)" if method == fast and method != data.baseline else "")] = (X, labels)
+                panels[method + (" (fastest)" if method == fast and method != data.baseline else "")] = (
+                    X, labels, np.array([cell_type.get(s, s) for s in strata]))
         attempt("isp__umap.png", lambda: plot_umap(panels, seed=seed, untrained=untrained),
                 None if panels else "fewer than 4 embeddings")
     attempt("workflow__stage_time.png", lambda: plot_stage_time(data.stages, env_machine_line(environment) if environment else None),
