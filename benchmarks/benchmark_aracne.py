@@ -282,25 +282,42 @@ if step == "calibration":
     extra = {"threshold": cal.threshold}
 elif step == "network":
     cal = A.Calibration.load(*files)
+    from netpert.aracne import timing
     t0 = time.perf_counter()
-    net = A.network(expr, None, seed=1, resampling="subsample", progress=False, **cal.cut())
+    with timing.collect() as split:
+        net = A.network(expr, None, seed=1, resampling="subsample", progress=False, **cal.cut())
     dt = time.perf_counter() - t0
-    extra = {"edges": len(net)}
+    extra = {"edges": len(net), "split": dict(split)}
 else:  # the whole call with `boots` networks: memory flat in the number of networks
     t0 = time.perf_counter()
     net = A.aracne(expr, None, bootstraps=boots, progress=False, estimator=estimator)
     dt = time.perf_counter() - t0
     extra = {"edges": len(net)}
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-print("RESULT" + json.dumps(dict(extra, seconds=dt, prepare=t_prep, peak_mb=peak)))
+try:  # this process image's own high-water mark (Linux): ru_maxrss keeps the forking parent's across exec
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
+    peak = int(hwm[0].split()[1]) / 1024.0 if hwm else peak
+except OSError:
+    pass
+print("RESULT" + json.dumps(dict(extra, seconds=dt, prepare=t_prep, peak_mb=peak, ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)))
+"""
+
+_DATA_CODE = r"""
+import sys
+import numpy as np
+import netpert.aracne as A
+path, n_cells, n_regs, n_genes, seed = sys.argv[1], *(int(v) for v in sys.argv[2:6])
+data, _ = A.simulate_network(n_cells, n_regs, n_genes - n_regs, seed=seed, n_noise=0, counts=True)
+X = data.X.tocsr()
+np.savez(path, data=X.data, indices=X.indices, indptr=X.indptr, shape=np.array(X.shape), n_regs=n_regs)
+print("RESULT{}")
 """
 
 
 def _count_data(path: Path, n_cells: int, n_regs: int, n_genes: int, seed: int = 3) -> None:
-    """Planted network as Poisson counts (ties, zeros; the workflow's cell data) saved as CSR arrays."""
-    data, _ = A.simulate_network(n_cells, n_regs, n_genes - n_regs, seed=seed, n_noise=0, counts=True)
-    X = data.X.tocsr()
-    np.savez(path, data=X.data, indices=X.indices, indptr=X.indptr, shape=np.array(X.shape), n_regs=n_regs)
+    """Planted network as Poisson counts (ties, zeros; the workflow's cell data) saved as CSR arrays, made in a
+    child process so that this one stays small (the steps' processes are its children)."""
+    _child(_DATA_CODE, [path, n_cells, n_regs, n_genes, seed])
 
 
 def bench_scale(rows, quick: bool, isa: str | None):
@@ -316,7 +333,8 @@ def bench_scale(rows, quick: bool, isa: str | None):
                   (100, 2000, 1000), (100, 2000, 5000), (1800, 20000, 1000)]
         goal_point, boots_mem = (1500, 20000, 1000), (10, 100)
     env = _env(None, isa)
-    print(f"\n== scale (count data; default estimator unless named; fresh process per step; peak RSS from getrusage)", flush=True)
+    print(f"\n== scale (count data; default estimator unless named; fresh process per step; peak RSS = its VmHWM: getrusage's "
+          "ru_maxrss would carry this parent process's peak across exec)", flush=True)
     print(f"{'regs':>5} {'genes':>6} {'cells':>5} | {'calibration s':>13} {'peak MB':>8} | {'one network s':>13} {'peak MB':>8} {'edges':>7}", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -341,11 +359,13 @@ def bench_scale(rows, quick: bool, isa: str | None):
             results.append((point, c["seconds"], nw["seconds"]))
         c, nw = run(goal_point, label="  <- goal point")
         results.append((goal_point, c["seconds"], nw["seconds"]))
+        print(f"  split of that network (s): {_split_text(nw['split'])}; the data's sorted samples are read once per process", flush=True)
         goal_s = 10.0
         print(f"goal: one network of {goal_point[0]} regs x {goal_point[1]} genes x {goal_point[2]} cells <= {goal_s} s: "
               f"{nw['seconds']:.2f} s, {'met' if nw['seconds'] <= goal_s else 'NOT met'} ({goal_s / nw['seconds']:.1f}x under the goal)", flush=True)
         if not quick:
-            run(goal_point, estimator="apmi", label="  <- goal point, APMI")
+            _, nw = run(goal_point, estimator="apmi", label="  <- goal point, APMI")
+            print(f"  split of that network (s): {_split_text(nw['split'])}", flush=True)
         # memory flat in the number of networks: the whole call (calibration + networks + consensus + gate)
         mem_point = (300, 5000, 1000) if not quick else (20, 300, 60)
         path = Path(tmp) / "mem.npz"
@@ -356,6 +376,16 @@ def bench_scale(rows, quick: bool, isa: str | None):
                   f"{res['seconds']:.1f} s, peak RSS {res['peak_mb']:.0f} MB, {res['edges']} consensus edges", flush=True)
             rows.append((f"scale whole call, {b} networks (peak RSS {res['peak_mb']:.0f} MB)",
                          f"{mem_point[0]} regs x {mem_point[1]} genes x {mem_point[2]} cells (counts)", res["seconds"], np.nan, np.nan))
+    # per axis: exponent between the two largest points that differ only in that axis
+    for what, col in (("one network", 2), ("calibration", 1)):
+        local = []
+        for ax, name in ((0, "R"), (1, "G"), (2, "N")):
+            pairs = [(a, b) for a in results for b in results if a[0][ax] < b[0][ax]
+                     and all(a[0][k] == b[0][k] for k in range(3) if k != ax)]
+            if pairs:
+                a, b = max(pairs, key=lambda ab: (ab[1][0][ax], ab[0][0][ax]))
+                local.append(f"{name} {a[0][ax]}->{b[0][ax]}: ^{np.log(b[col] / a[col]) / np.log(b[0][ax] / a[0][ax]):.2f}")
+        print(f"growth per axis ({what}, between its two largest points): " + ", ".join(local), flush=True)
     # growth law: log t = a log R + b log G + c log N + k, least squares over the points
     pts = np.array([p for p, _, _ in results], dtype=float)
     for what, col in (("one network", 2), ("calibration", 1)):
