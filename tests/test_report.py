@@ -423,6 +423,26 @@ def test_every_figure_is_a_png_with_content(synthetic_report):
     assert "Also as [PDF](figures/isp__umap.pdf)." in md
 
 
+def test_embedding_quality_is_one_panel_against_the_baseline(synthetic_report):
+    """One row per metric in words, with which way is better and the baseline's value; each other
+    method at its change from the baseline (% of its value, right = better)."""
+    from netpert.report import plots
+
+    _, _, _, data = synthetic_report
+    quality = aggregate.quality_table(data.methods)
+    fig = plots.plot_embedding_quality(quality, baseline="baseline")
+    (ax,) = fig.axes
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(rows) == quality.shape[1] - 1 and all("; baseline " in r for r in rows)
+    assert "Davies-Bouldin index of cell types (lower is better); baseline " in "".join(rows)
+    q = quality.set_index("method")
+    onnx = next(c for c in ax.collections if c.get_label() == "onnx")
+    x = onnx.get_offsets()[list(q.columns).index("cell_type_davies_bouldin"), 0]  # one point per metric, in order
+    base, value = q.loc["baseline", "cell_type_davies_bouldin"], q.loc["onnx", "cell_type_davies_bouldin"]
+    assert x == pytest.approx(-100 * (value - base) / abs(base))  # lower is better: a rise is drawn to the left
+    plots.plt.close(fig)
+
+
 def test_figure_formats(tmp_path):
     """report.formats: png always (the report shows it), pdf / svg beside it, without a creation date
     (the same figure is the same bytes); anything else is an InputError."""

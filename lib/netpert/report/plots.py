@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -238,29 +239,55 @@ def quality_direction(column: str) -> str:
     return "lower is better" if column.endswith("davies_bouldin") else "higher is better"
 
 
-def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False):
-    """One panel per embedding-quality metric (columns of ``quality`` but 'method'), bars per method."""
+def plot_embedding_quality(quality: pd.DataFrame, untrained: bool = False, baseline: str = "baseline"):
+    """Every embedding-quality metric (columns of ``quality`` but 'method') in one panel: one row per
+    metric (in words, with which way is better and the baseline's value), one marker per other
+    method at its change from the baseline in % of the baseline's value, signed so that right
+    is better (for the originals-vs-perturbed effect sizes: larger). Without a baseline row the
+    values themselves are drawn, one panel per metric group."""
     metrics = [c for c in quality.columns if c != "method" and quality[c].notna().any()]
-    n = len(metrics)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
-    colors = method_colors(quality["method"].tolist())
-    for ax, key in zip(axes.flat, metrics):
-        sub = quality.dropna(subset=[key])
-        x = np.arange(len(sub))
-        bars = ax.bar(x, sub[key], color=[colors[k] for k in sub["method"]], edgecolor="black", linewidth=0.5)
-        _annotate_bars(ax, bars, [_fmt(v) for v in sub[key]])
-        ax.set_xticks(x, sub["method"], rotation=20, ha="right")
-        ax.set_xlabel("inference method")
-        ax.set_ylabel(quality_label(key).rsplit(" of ", 1)[0])
-        ax.set_title(f"{quality_label(key)}\n({quality_direction(key)})", fontsize=9)
-        ax.margins(y=0.15)
-        ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    _title(fig, "Embedding quality per method", untrained)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / (3.8 * rows)))  # keep ~0.8 inch for the two-line title
+    q = quality.set_index("method")
+    colors = method_colors(list(q.index))
+    if baseline not in q.index or len(q) < 2:
+        fig, ax = plt.subplots(figsize=(8, 0.34 * len(metrics) + 1.8))
+        y = np.arange(len(metrics))[::-1]
+        for method, row in q.iterrows():
+            ax.scatter(row[metrics].astype(float), y, color=colors[method], label=method, zorder=3)
+        ax.set_yticks(y, [f"{quality_label(k)} ({quality_direction(k)})" for k in metrics], fontsize=8)
+        ax.set_xlabel("value")
+        ax.legend(fontsize=8, frameon=False)
+        ax.grid(axis="x", alpha=0.3)
+        _title(fig, "Embedding quality", untrained)
+        fig.tight_layout()
+        return fig
+    base = q.loc[baseline, metrics].astype(float)
+    others = [m for m in q.index if m != baseline]
+    sign = pd.Series([-1.0 if k.endswith("davies_bouldin") else 1.0 for k in metrics], index=metrics)
+    scale = base.abs().where(base.abs() > 0, np.nan)
+    change = 100.0 * (q.loc[others, metrics].astype(float) - base) * sign / scale  # %, right = better
+    fig, ax = plt.subplots(figsize=(10.5, 0.34 * len(metrics) + 2.0))
+    y = np.arange(len(metrics))[::-1]
+    for j, method in enumerate(others):
+        offset = (j - (len(others) - 1) / 2) * min(0.12, 0.6 / max(len(others), 1))
+        ax.scatter(change.loc[method], y + offset, color=colors[method], edgecolors="black", linewidths=0.4, s=36,
+                   label=method, zorder=3)
+    ax.axvline(0, color="black", linewidth=1)
+    finite = change.to_numpy()[np.isfinite(change.to_numpy())]
+    lim = max(1.0, float(np.abs(finite).max()) * 1.2) if finite.size else 1.0
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(-lim, lim)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:+g}%" if v else "0"))
+    labels = [f"{quality_label(k)} ({quality_direction(k).split(':')[0]}); {baseline} {_fmt(base[k])}" for k in metrics]
+    ax.set_yticks(y, labels, fontsize=8)
+    for ylab, k in zip(y, metrics):
+        if k.startswith("control_"):
+            ax.get_yticklabels()[list(y).index(ylab)].set_fontstyle("italic")
+    ax.set_xlabel(f"change from {baseline}, % of its value (symmetric log axis; right: better, for the italic "
+                  "originals-vs-perturbed rows: larger)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3, which="major")
+    ax.legend(title="method", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _title(fig, f"Embedding quality: each method against {baseline}", untrained)
+    fig.tight_layout()
     return fig
 
 
@@ -573,7 +600,7 @@ def write_figures(
     attempt("isp__consistency.png", lambda: plot_consistency(m, data.bar, data.baseline, untrained),
             None if has_cons else "no consistency metrics (only the baseline ran?)")
     quality = quality_table(m, quality_columns)
-    attempt("isp__embedding_quality.png", lambda: plot_embedding_quality(quality, untrained),
+    attempt("isp__embedding_quality.png", lambda: plot_embedding_quality(quality, untrained, data.baseline),
             None if quality.shape[1] > 1 and len(quality) else "no embedding-quality metrics in isp/metrics.tsv")
     if not umap:
         missing["isp__umap.png"] = "report.umap is false"
