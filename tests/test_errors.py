@@ -153,7 +153,7 @@ def test_misspelled_key_is_told_with_a_suggestion_and_its_source():
     assert _error({"viper": {"signatur": "scale"}}).startswith("Error validating the config, key `viper.signatur`:\n")
     # no close match: the keys allowed there
     message = _error({"report": {"zzz": 1}})
-    assert "did you mean" not in message and "allowed here: umap, wandb, wandb_mode, wandb_project" in message
+    assert "did you mean" not in message and "allowed here: formats, umap, wandb, wandb_mode, wandb_project" in message
     # top level, and more than one problem
     message = _error({"aracn": {}, "isp": {"device": "gpu"}})
     assert message.splitlines() == [
