@@ -180,3 +180,34 @@ def test_fit_calibration_draws_its_null_once(monkeypatch):
     assert len(calls) == 1
     thr, _ = A.compute_threshold(40, 1e-8)
     assert cal.threshold == thr and cal.null.n_total == 3000 * 2999 // 2
+
+
+def test_radix_sort_of_null_values_equals_numpy():
+    from netpert.aracne.threshold import sort_values
+
+    rng = np.random.default_rng(1)
+    for n in (0, 5, 5000, 300_001):
+        x = rng.exponential(size=n) - 0.01  # a few negative values, as APMI can give
+        x[: n // 10] = np.round(x[: n // 10], 2)  # ties
+        x[n // 10 : n // 10 + 50] = -0.0
+        x[n // 5 : n // 5 + 50] = 0.0
+        np.testing.assert_array_equal(sort_values(x), np.sort(x))
+        np.testing.assert_array_equal(sort_values(x, backend="python"), np.sort(x))
+
+
+def test_bh_select_prefilter_equals_plain_benjamini_hochberg():
+    """bh_select drops candidates that cannot be rejected before sorting; the rejections are BH's."""
+
+    def plain(p, m, fdr):
+        order = np.argsort(p, kind="mergesort")
+        ok = np.flatnonzero(p[order] <= fdr * np.arange(1, len(p) + 1) / m)
+        return np.sort(order[: ok[-1] + 1]) if len(ok) else np.zeros(0, np.int64)
+
+    rng = np.random.default_rng(2)
+    for case in range(200):
+        k = int(rng.integers(1, 400))
+        m = k + int(rng.integers(0, 5000))
+        p = np.where(rng.random(k) < 0.3, rng.random(k) * 1e-4, rng.random(k))
+        p[rng.random(k) < 0.2] = p[0]  # ties
+        fdr = float(rng.choice([0.01, 0.05, 0.15, 0.5]))
+        np.testing.assert_array_equal(A.bh_select(p, m, fdr), plain(p, m, fdr))

@@ -71,7 +71,7 @@ class Expression:
     _order: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def sorted_order(self) -> np.ndarray:
-        """Each gene's samples in increasing order of value (int32 genes x samples, stable; cached)."""
+        """Each gene's samples in increasing order of value (int32 genes x samples; cached)."""
         if self._order is None:
             self._order = sort_rows(self.values)
         return self._order
@@ -225,7 +225,7 @@ def effective_samples(n: int, resampling: str | None, fraction: float = SUBSAMPL
 # --------------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
 def _sort_row(values, out, g):
-    out[g] = np.argsort(values[g], kind="mergesort")
+    out[g] = np.argsort(values[g])  # equal values end up adjacent, all the rankings need
 
 
 @numba.njit(cache=True, parallel=True)
@@ -241,8 +241,8 @@ def _sort_rows_ser(values, out):
 
 
 def sort_rows(values: np.ndarray) -> np.ndarray:
-    """Each row's column indices in increasing order of value (int32, stable): the order the fast
-    rankings read resamples from."""
+    """Each row's column indices in increasing order of value (int32; equal values adjacent, in no
+    particular order): the order the fast rankings read resamples from."""
     values = np.ascontiguousarray(values)
     out = np.empty(values.shape, np.int32)
     (_sort_rows_par if values.size >= _PARALLEL_MIN_WORK else _sort_rows_ser)(values, out)
