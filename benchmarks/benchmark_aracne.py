@@ -393,6 +393,7 @@ def bench_scale(rows, quick: bool, isa: str | None, scale_repeat: int = 2):
                   f"{res['seconds']:.1f} s, peak RSS {res['peak_mb']:.0f} MB, {res['edges']} consensus edges", flush=True)
             rows.append((f"scale whole call, {b} networks (peak RSS {res['peak_mb']:.0f} MB)",
                          f"{mem_point[0]} regs x {mem_point[1]} genes x {mem_point[2]} cells (counts)", res["seconds"], np.nan, np.nan))
+    pts = np.array([p for p, _, _ in results], dtype=float)
     # per axis: exponent over the widest span of points that differ only in that axis
     for what, col in (("one network", 2), ("calibration", 1)):
         local = []
@@ -403,8 +404,18 @@ def bench_scale(rows, quick: bool, isa: str | None, scale_repeat: int = 2):
                 a, b = max(pairs, key=lambda ab: (ab[1][0][ax] / ab[0][0][ax], ab[1][0][ax]))
                 local.append(f"{name} {a[0][ax]}->{b[0][ax]}: ^{np.log(b[col] / a[col]) / np.log(b[0][ax] / a[0][ax]):.2f}")
         print(f"growth per axis ({what}, over its widest span, others fixed): " + ", ".join(local), flush=True)
+    # additive law of one network: t = a + b G N + c R G + d R G N' (N' = the subsample's cells), non-negative least
+    # squares on relative errors: the ranking per gene and cell, the MI values / cut / FDR per pair, the dot products
+    from scipy.optimize import nnls
+
+    t = np.array([r[2] for r in results])
+    R_, G_, N_ = pts[:, 0], pts[:, 1], pts[:, 2]
+    X = np.column_stack([np.ones_like(t), G_ * N_, R_ * G_, R_ * G_ * N_ * 0.632])
+    coef, _ = nnls(X / t[:, None], np.ones_like(t))
+    ratio = (X @ coef) / t
+    print(f"additive law (one network): time = {coef[0]:.3f} s + {coef[1] * 1e9:.1f} ns x G x N + {coef[2] * 1e9:.1f} ns x R x G "
+          f"+ {coef[3] * 1e12:.2f} ps x R x G x N' (fit / measured {ratio.min():.2f}-{ratio.max():.2f})", flush=True)
     # growth law: log t = a log R + b log G + c log N + k, least squares over the points
-    pts = np.array([p for p, _, _ in results], dtype=float)
     for what, col in (("one network", 2), ("calibration", 1)):
         t = np.array([r[col] for r in results])
         A_ = np.column_stack([np.log(pts), np.ones(len(pts))])
