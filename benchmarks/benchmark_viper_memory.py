@@ -5,9 +5,11 @@ regulon TSV -> activity h5ad with NES, pvalue, padj) on synthetic sparse data.
 Data: ``--genes`` genes (20,000), ``--density`` non-zero (10 %, counts 1..9, float32 CSR written with
 anndata), ``--regulons`` regulons (1,500) of ``--targets`` targets (50) with random mode of
 regulation and likelihood; cells as listed by ``--cells`` (20,000 and 100,000). Each step runs in a
-fresh subprocess (``python benchmark_viper_memory.py --child ...``), so its peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss`` at its end, numba's JIT included) is the step's own; the
-time is the child's wall time from start to the renamed output file.
+fresh subprocess (``python benchmark_viper_memory.py --child ...``), so its peak RSS (the
+process's ``VmHWM`` from /proc/self/status at its end, numba's JIT included) is the step's own;
+``getrusage``'s ru_maxrss is not used: on Linux it carries the spawning parent's peak across
+exec (with vfork, the parent's whole high-water mark). The time is the child's wall time from
+start to the renamed output file.
 
 ``--today`` also runs the step as it was before block-wise writing (``anndata.read_h5ad`` of the
 whole file, ``activity_anndata`` in memory, ``write_h5ad``) for comparison.
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -102,8 +103,17 @@ def child(args) -> None:
                                  block_size=kw["block_size"], backend="numba", enrichment=kw["enrichment"])
         act.write_h5ad(args.activity)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = vm_hwm_bytes()
     print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
+
+
+def vm_hwm_bytes() -> int:
+    """This process's own peak resident set (VmHWM, Linux), in bytes."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def run_child(mode, cells, regulon, activity, args) -> dict:
