@@ -18,6 +18,7 @@ with script_logging(snakemake):  # noqa: F821
             perf=list(i.perf),
             artifacts=list(i.artifacts),
             benchmarks=p.benchmarks,
+            benchmark_files=list(p.benchmark_files),
         ),
         ReportOutputs(methods=o.methods, stages=o.stages, markdown=o.markdown, figures=o.figures),
         ReportOptions(

@@ -271,6 +271,49 @@ def test_repeats_are_averaged(tmp_path):
     assert jobs.loc[0, "repeats"] == 2 and jobs.loc[0, "s"] == pytest.approx(3.0) and jobs.loc[0, "max_rss"] == 200.0
 
 
+def test_only_the_planned_jobs_benchmarks_are_read(tmp_path):
+    """isp.cells_per_job changed in an existing results folder (and a method dropped): the unsplit
+    isp_infer jobs' benchmark files stay, but the report reads only those of the jobs the workflow
+    plans now (ReportInputs.benchmark_files), and names the planned jobs without one."""
+    inputs = make_results(tmp_path)
+    b = inputs.benchmarks
+    planned = [b / "prepare_data.tsv", b / "stratify.tsv"]
+    planned += [b / "aracne_bootstrap" / f"Dendritic_{j}.tsv" for j in range(4)]  # Dendritic_3: no file
+    for slug in STRATA:  # now two shards each; the unsplit batched/{slug}.tsv files are the earlier plan's
+        for k, s in enumerate((2.0, 1.5)):
+            path = b / "isp_infer" / "batched" / slug / f"shard_{k}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(BENCH_HEADER + bench_line(s, 700.0 + k, s))
+            planned.append(path)
+    (b / "isp_infer" / "onnx").mkdir()
+    (b / "isp_infer" / "onnx" / "Dendritic.tsv").write_text(BENCH_HEADER + bench_line(9.0, 9000.0, 9.0))  # dropped
+    (b / "report.tsv").write_text(BENCH_HEADER + bench_line(7.0, 300.0, 7.0))  # the last report's own
+
+    jobs = aggregate.read_benchmarks(b, planned)
+    assert sorted(jobs.loc[jobs["rule"] == "isp_infer", "job"]) == sorted(
+        f"batched/{slug}/shard_{k}" for slug in STRATA for k in (0, 1))
+    assert "report" not in set(jobs["rule"])
+    assert aggregate.missing_benchmarks(b, planned).values.tolist() == [["aracne_bootstrap", "Dendritic_3"]]
+    everything = aggregate.summarize_stages(aggregate.read_benchmarks(b)).set_index("stage")
+    assert everything.loc["isp_infer", "n_jobs"] == 2 + 4 + 1  # without the plan: the old jobs counted too
+
+    out = outputs(tmp_path)
+    data = build_report(dataclasses.replace(inputs, benchmark_files=planned), out, OPTIONS, environment=FAKE_ENV)
+    stages = pd.read_csv(out.stages).set_index("rule")
+    assert list(stages.index) == ["prepare_data", "stratify", "aracne_bootstrap", "isp_infer"]
+    assert stages.loc["isp_infer", "n_jobs"] == 4 and stages.loc["isp_infer", "seconds"] == pytest.approx(2 * 3.5)
+    assert stages.loc["isp_infer", "cpu_time"] == pytest.approx(2 * 3.5)
+    assert stages.loc["aracne_bootstrap", "n_jobs"] == 3
+    pd.testing.assert_frame_equal(data.stages.rename(columns={"stage": "rule", "family": "stage"}).set_index("rule"),
+                                  stages.drop(columns="machine"), check_dtype=False)  # the figure draws data.stages
+    md = out.markdown.read_text().split("## Workflow stages")[1]
+    assert "files left by jobs of an earlier plan are not read" in md
+    assert ("Not counted: 1 job(s) of this run's plan have no benchmark file (their outputs were made without "
+            "Snakemake's benchmark, or the file was deleted): aracne_bootstrap (Dendritic_3).") in md
+    with pytest.raises(ValueError, match="not under the benchmarks folder"):
+        aggregate.read_benchmarks(b, [tmp_path / "elsewhere.tsv"])
+
+
 def test_method_table_speedup_and_bar(synthetic_report):
     _, _, _, data = synthetic_report
     m = data.methods.set_index("method")
@@ -799,6 +842,11 @@ def test_tiny_workflow_report(tiny_run):
         assert isp.loc["tensorrt", "status"] == "not run" and "CUDA" in isp.loc["tensorrt", "reason"]
     stages = set(pd.read_csv(rep / "stages.csv")["rule"])
     assert {"prepare_data", "stratify", "aracne_bootstrap", "viper", "isp_infer", "isp_evaluate"} <= stages
+    # the jobs the report counts are the jobs that ran: every benchmark file but the report's own, none missing
+    tally = pd.Series([p.relative_to(res / "benchmarks").parts[0].removesuffix(".tsv")
+                       for p in (res / "benchmarks").rglob("*.tsv")]).value_counts().drop("report", errors="ignore")
+    counted = pd.read_csv(rep / "stages.csv").set_index("rule")["n_jobs"]
+    pd.testing.assert_series_equal(counted.sort_index(), tally.sort_index(), check_names=False, check_dtype=False)
     for name in EXPECTED_FIGURES:
         assert_png_with_content(rep / "figures" / name)
         # vector figures (report.formats: [png, pdf] by default), linked from the report
@@ -806,7 +854,7 @@ def test_tiny_workflow_report(tiny_run):
     md = (rep / "benchmark_report.md").read_text()
     env = environment.capture_environment()
     assert env["cpu_model"] in md and f"| Python | {env['python']} |" in md and "onnxruntime |" in md
-    assert "## ISP methods" in md and "## Workflow stages" in md
+    assert "## ISP methods" in md and "## Workflow stages" in md and "Not counted" not in md
     assert "Also as [PDF](figures/isp__umap.pdf)." in md and "### UMAP of cell embeddings by cell type and by perturbation" in md
     # the done-when of issue 16 on the tiny workflow: medians with ranges ...
     assert "| time (s), median [range] | repeats |" in md

@@ -5,8 +5,9 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
-from workflow_utils import run_snakemake, write_tiny_config
+from workflow_utils import run_snakemake, workflow_dag, write_tiny_config
 
 pytestmark = pytest.mark.workflow
 
@@ -95,3 +96,43 @@ def test_networks_brought_in_and_narnea(tmp_path):
     act = ad.read_h5ad(work / "results" / "viper" / "activity.h5ad")
     assert act.uns["viper"]["enrichment"] == "narnea" and act.layers["pes"].shape == act.shape
     assert (np.abs(act.layers["pes"]) <= 1 + 1e-9).all()
+
+
+def test_report_reads_the_benchmarks_of_snakemakes_own_plan(tmp_path):
+    """The report's benchmark_files (planned_benchmarks in workflow/rules/common.smk) are exactly the
+    benchmark files of the jobs of Snakemake's own DAG but the report's, for plans that differ in
+    every way jobs are planned (methods and their artifacts, isp.device, shards, networks brought
+    in)."""
+    work = tmp_path / "run"
+    base = write_tiny_config(tmp_path)
+    run_snakemake(work, base, ["--until", "stratify"])
+    table = pd.read_csv(work / "results" / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
+    kept = table[table["status"] == "kept"]
+    strata = sorted(kept["slug"])
+    cells = ad.read_h5ad(work / "results" / "data" / "cells.h5ad")
+    net = tmp_path / "consolidated-net_defaultid.tsv"
+    _aracne3_file(net, [str(g) for g in cells.var_names])
+    plans = {
+        "tiny": ({}, None),
+        "shards of 8 of 20 cells": ({"isp": {"cells_per_stratum": 20, "cells_per_job": 8}}, 20),
+        "shards of 1 cell": ({"isp": {"cells_per_stratum": 20, "cells_per_job": 1}}, 20),
+        "int8 only, one network brought in": (
+            {"isp": {"methods": ["baseline", "onnx_int8"]}, "aracne": {"networks": {strata[0]: str(net)}}}, None),
+        "tensorrt, every network brought in": (
+            {"isp": {"device": "cuda", "methods": ["baseline", "tensorrt"]}, "aracne": {"networks": {"*": str(net)}}}, None),
+    }
+    seen = {}
+    for name, (over, token_cells) in plans.items():
+        jobs = workflow_dag(work, write_tiny_config(tmp_path / name.replace(" ", "_").replace(",", ""), **over))
+        report = [j for j in jobs if j["rule"] == "report"]
+        assert len(report) == 1, name
+        planned = report[0]["benchmark_files"]
+        dag = sorted(j["benchmark"] for j in jobs if j["benchmark"] and j["rule"] != "report")
+        assert len(planned) == len(set(planned)) and sorted(planned) == dag, (name, set(planned) ^ set(dag))
+        rules = {j["rule"] for j in jobs}
+        seen[name] = rules
+    assert {"aracne_import", "aracne_threshold", "quantize_onnx", "export_onnx"} <= seen["int8 only, one network brought in"]
+    assert "build_tensorrt" not in seen["int8 only, one network brought in"]
+    assert {"aracne_import", "build_tensorrt", "export_onnx"} <= seen["tensorrt, every network brought in"]
+    assert not {"aracne_threshold", "quantize_onnx"} & seen["tensorrt, every network brought in"]
+    assert "isp_merge" in seen["shards of 1 cell"] and "isp_merge" not in seen["tiny"]

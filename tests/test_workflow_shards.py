@@ -54,9 +54,9 @@ def test_tiny_run_split_into_shards_equals_the_unsplit_run(tiny_run, tmp_path):
     """The tiny run (3 cells per stratum) again with isp.cells_per_job 2: shards of 2 and 1 cells."""
     work = tmp_path / "split"
     shutil.copytree(tiny_run, work, symlinks=True)
-    # the unsplit jobs' benchmark files and logs would be read as jobs of this run
-    for folder in ("benchmarks/isp_infer", "logs/isp_infer"):
-        shutil.rmtree(work / "results" / folder)
+    # the unsplit isp_infer jobs' benchmark files stay: the report must not count them as jobs of this run
+    unsplit = sorted((work / "results" / "benchmarks" / "isp_infer").glob("*/*.tsv"))
+    assert unsplit
     cfg = write_tiny_config(tmp_path / "cfg", isp={"cells_per_job": CELLS_PER_JOB})
     res, ref = work / "results", tiny_run / "results"
     strata = pd.read_csv(res / "strata" / "strata.tsv", sep="\t", keep_default_na=False)
@@ -119,5 +119,11 @@ def test_tiny_run_split_into_shards_equals_the_unsplit_run(tiny_run, tmp_path):
         assert report.loc[method, "wall_s"] == pytest.approx(sum(p.wall_s for p in parts), rel=1e-6)
         assert report.loc[method, "peak_rss_mb"] == pytest.approx(max(p.ru_maxrss_mb for p in parts), rel=1e-6)
     stages = pd.read_csv(res / "report" / "stages.csv").set_index("rule")
+    assert all(p.exists() for p in unsplit)  # the earlier plan's files, not read
     assert stages.loc["isp_infer", "n_jobs"] == len(methods) * sum(shards.values())
     assert stages.loc["isp_merge", "n_jobs"] == len(methods) * len(kept)
+    shard_files = sorted((res / "benchmarks" / "isp_infer").glob("*/*/shard_*.tsv"))
+    assert len(shard_files) == stages.loc["isp_infer", "n_jobs"]
+    assert stages.loc["isp_infer", "seconds"] == pytest.approx(sum(pd.read_csv(p, sep="\t")["s"].mean() for p in shard_files))
+    md = (res / "report" / "benchmark_report.md").read_text()
+    assert "Not counted" not in md and "files left by jobs of an earlier plan are not read" in md

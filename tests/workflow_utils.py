@@ -51,3 +51,46 @@ def run_snakemake(workdir, config_path, extra_args=(), check: bool = True, cores
             f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout\n{proc.stdout[-8000:]}\n--- stderr\n{proc.stderr[-8000:]}"
         )
     return proc
+
+
+#: run in a child process (Snakemake changes the working directory while it plans): Snakemake's own
+#: DAG for the workflow in a run folder, as JSON: every job's rule, wildcards, benchmark file and
+#: resources, and the report job's ``benchmark_files`` param (the jobs the workflow plans for it)
+_DAG_PROBE = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, ResourceSettings
+
+snakefile, workdir, configfile = map(Path, sys.argv[1:4])
+with SnakemakeApi() as api:
+    wf = api.workflow(snakefile=snakefile, workdir=workdir, resource_settings=ResourceSettings(cores=2),
+                      config_settings=ConfigSettings(configfiles=[configfile]))
+    wf.dag()
+    workflow = wf._workflow
+    workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+    workflow._build_dag()
+    jobs = []
+    for job in workflow.dag.jobs:
+        row = {"rule": job.rule.name, "wildcards": dict(job.wildcards_dict),
+               "benchmark": str(job.benchmark) if job.benchmark else None,
+               "resources": {k: v for k, v in job.resources.items() if isinstance(v, (int, float, str))}}
+        if job.rule.name == "report":
+            row["benchmark_files"] = list(job.params.benchmark_files)
+        jobs.append(row)
+print("DAG-JSON " + json.dumps(jobs))
+"""
+
+
+def workflow_dag(workdir, config_path) -> list[dict]:
+    """The jobs of Snakemake's own DAG for ``workdir`` with ``config_path`` (the strata checkpoint
+    must have run: ``--until stratify``), each a dict: rule, wildcards, benchmark, resources (and,
+    for the report, its ``benchmark_files``)."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _DAG_PROBE, str(SNAKEFILE), str(workdir), str(config_path)],
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("DAG-JSON ")]
+    if proc.returncode != 0 or len(lines) != 1:
+        raise AssertionError(f"planning the DAG failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(lines[0][len("DAG-JSON "):])

@@ -3,6 +3,12 @@
 import re
 
 IMPORTED = {str(k): v for k, v in (config["aracne"]["networks"] or {}).items()}
+#: the strata whose network is brought in ("*": all), as aracne_import's stratum constraint
+IMPORTED_STRATA = (
+    ".+"
+    if "*" in IMPORTED
+    else "|".join(map(re.escape, IMPORTED)) if IMPORTED else "(?!)"
+)
 
 
 ruleorder: aracne_import > aracne_consensus
@@ -26,11 +32,7 @@ rule aracne_import:
         skip_empty=config["strata"]["skip_empty"],
         stratum=lambda wc: wc.stratum,
     wildcard_constraints:
-        stratum=(
-            ".+"
-            if "*" in IMPORTED
-            else "|".join(map(re.escape, IMPORTED)) if IMPORTED else "(?!)"
-        ),
+        stratum=IMPORTED_STRATA,
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int(max(2000, 4 * input.size_mb) * attempt),

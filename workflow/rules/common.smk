@@ -1,4 +1,6 @@
 # Helpers shared by every stage file (paths under the results folder, the strata checkpoint).
+import re
+
 import pandas as pd
 
 RESULTS = config["results"].rstrip("/")
@@ -92,3 +94,69 @@ def bootstrap_range(chunk):
 def aracne_mem_mb(input_mb, attempt):
     """Memory of an ARACNe job from its stratum's file size (dense ranks of every gene), doubled on retry."""
     return int(max(2000, 40 * input_mb + 500) * attempt)
+
+
+# --- the jobs the workflow plans, as their benchmark files (read by the report) -------------------
+# Built from the helpers that plan the jobs (kept_strata, n_bootstrap_chunks, isp_shards, the ISP
+# plan, the imported networks) and each rule's own benchmark: pattern. The report reads only these
+# files, so benchmark files an earlier plan left (another isp.cells_per_job, a method or a stratum
+# since dropped) are not counted as jobs of this run. tests/test_workflow_plan.py holds this list
+# to the jobs of Snakemake's own DAG.
+
+
+def job_benchmarks(proxy, jobs=({},)):
+    """The benchmark files of a rule's jobs (``proxy``: rules.<name>; one dict of wildcards per job)."""
+    pattern = str(proxy.benchmark)
+    return [pattern.format(**wildcards) for wildcards in jobs]
+
+
+def imports_network(stratum):
+    """Whether aracne_import (not netpert's ARACNe) makes this stratum's network (its constraint)."""
+    return re.fullmatch(IMPORTED_STRATA, stratum) is not None
+
+
+def isp_artifact_rules():
+    """The rules that make the planned methods' artifacts (ONNX export, int8 model, TensorRT
+    engine), and the artifact rules their own inputs need, found from the rules' files.
+    """
+    makers = {
+        str(r.output[0]): r
+        for r in (rules.export_onnx, rules.quantize_onnx, rules.build_tensorrt)
+    }
+    todo = [ISP_ARTIFACTS[m] for m in ISP_METHODS if m in ISP_ARTIFACTS]
+    planned = []
+    while todo:
+        maker = makers.get(todo.pop())
+        if maker is not None and maker not in planned:
+            planned.append(maker)
+            todo += [f for f in maker.input if isinstance(f, str)]
+    return planned
+
+
+def planned_benchmarks(wildcards=None):
+    """The benchmark files of every job the workflow plans for the report (the report's own aside:
+    it cannot time itself)."""
+    strata = [{"stratum": s} for s in kept_strata()]
+    built = [s for s in strata if not imports_network(s["stratum"])]
+    chunks = [{**s, "chunk": c} for s in built for c in range(n_bootstrap_chunks())]
+    methods = [{**s, "method": m} for m in ISP_METHODS for s in strata]
+    files = job_benchmarks(rules.prepare_data) + job_benchmarks(rules.stratify)
+    files += job_benchmarks(rules.aracne_threshold, built)
+    files += job_benchmarks(rules.aracne_bootstrap, chunks)
+    files += job_benchmarks(rules.aracne_consensus, built)
+    files += job_benchmarks(
+        rules.aracne_import, [s for s in strata if imports_network(s["stratum"])]
+    )
+    files += job_benchmarks(rules.aracne_summary)
+    files += job_benchmarks(rules.viper) + job_benchmarks(rules.master_regulators)
+    files += job_benchmarks(rules.isp_model)
+    files += job_benchmarks(rules.isp_tokenize, strata)
+    for maker in isp_artifact_rules():
+        files += job_benchmarks(maker)
+    if ISP_CELLS_PER_JOB:
+        shards = [{**j, "shard": k} for j in methods for k in isp_shards(j["stratum"])]
+        files += job_benchmarks(rules.isp_infer, shards)
+        files += job_benchmarks(rules.isp_merge, methods)
+    else:
+        files += job_benchmarks(rules.isp_infer, methods)
+    return files + job_benchmarks(rules.isp_evaluate)

@@ -57,6 +57,8 @@ rule report:
         bench_path("report")
     params:
         benchmarks=out("benchmarks"),
+        # the benchmark files of the jobs planned now (JOB_BENCHMARKS): only those are read
+        benchmark_files=lambda wc: planned_benchmarks(),
         # results/: the wandb run goes to results/wandb/ (offline-run-*)
         wandb_dir=lambda wc, output: os.path.dirname(os.path.dirname(output.methods)),
         input=config["input"],

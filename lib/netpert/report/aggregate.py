@@ -88,31 +88,64 @@ def read_benchmark_file(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def read_benchmarks(folder: str | Path) -> pd.DataFrame:
-    """Every ``benchmark:`` file under ``folder``: one row per job.
+def benchmark_job(folder: str | Path, path: str | Path) -> tuple[str, str]:
+    """``(rule, job)`` of the benchmark file ``path`` under ``folder``: the rule is the first path
+    component (``<rule>.tsv`` or ``<rule>/<wildcards...>.tsv``), the job the rest (the wildcards)."""
+    try:
+        parts = Path(path).relative_to(folder).with_suffix("").parts
+    except ValueError:
+        raise ValueError(f"benchmark file {path} is not under the benchmarks folder {folder}") from None
+    return parts[0], "/".join(parts[1:])
 
-    The rule is the first path component (``<rule>.tsv`` or ``<rule>/<wildcards...>.tsv``);
-    ``job`` is the rest of the path (the wildcards). Repeats (``repeat()``) are averaged.
+
+def _planned_files(folder: Path, planned: Iterable[str | Path]) -> list[Path]:
+    files = list(dict.fromkeys(Path(p) for p in planned))
+    for path in files:
+        benchmark_job(folder, path)  # each under the folder
+    return files
+
+
+def read_benchmarks(folder: str | Path, planned: Iterable[str | Path] | None = None) -> pd.DataFrame:
+    """The ``benchmark:`` files under ``folder``: one row per job.
+
+    ``planned``: the benchmark files of the jobs the workflow plans now (the report rule passes
+    them): only those that exist are read, so files left by jobs of an earlier plan (another
+    ``isp.cells_per_job``, a method or stratum since dropped) are not counted; ``None``: every
+    file under ``folder``. Rule and job as :func:`benchmark_job`; repeats (``repeat()``) averaged.
     Columns: rule, job, repeats, then the numeric benchmark columns (max_rss etc. in MB).
     """
     folder = Path(folder)
     columns = ["rule", "job", "repeats", *[c for c in BENCHMARK_COLUMNS if c != "h:m:s"]]
-    if not folder.is_dir():
-        return pd.DataFrame(columns=columns)
+    if planned is not None:
+        paths = sorted(p for p in _planned_files(folder, planned) if p.is_file())
+    elif folder.is_dir():
+        paths = sorted(folder.rglob("*.tsv"))
+    else:
+        paths = []
     rows = []
-    for path in sorted(folder.rglob("*.tsv")):
-        rel = path.relative_to(folder).with_suffix("")
-        parts = rel.parts
+    for path in paths:
         table = read_benchmark_file(path)
         if table.empty:
             continue
         numeric = table.drop(columns=[c for c in table.columns if c == "h:m:s"]).apply(pd.to_numeric, errors="coerce")
         means = numeric.mean(axis=0, skipna=True)
-        row = {"rule": parts[0], "job": "/".join(parts[1:]) if len(parts) > 1 else "", "repeats": len(table)}
+        rule, job = benchmark_job(folder, path)
+        row = {"rule": rule, "job": job, "repeats": len(table)}
         for col in columns[3:]:
             row[col] = float(means[col]) if col in means.index else np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def missing_benchmarks(folder: str | Path, planned: Iterable[str | Path] | None) -> pd.DataFrame:
+    """The planned jobs (``planned``: their benchmark files under ``folder``) without a benchmark
+    file: their time and memory are not in the stages table. Columns: rule, job (workflow order)."""
+    folder = Path(folder)
+    rows = [benchmark_job(folder, p) for p in _planned_files(folder, planned or ()) if not p.is_file()]
+    table = pd.DataFrame(rows, columns=["rule", "job"])
+    order = {rule: i for i, rule in enumerate(_ordered(table["rule"], STAGE_ORDER))}
+    return table.sort_values(["rule", "job"], key=lambda c: c.map(order) if c.name == "rule" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 def summarize_stages(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -600,13 +633,22 @@ class ReportData:
     dataset: dict = field(default_factory=dict)
     #: what every stratum had (MasterRegulatorTable.strata: status, reason, regulons, candidates)
     mr_strata: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: planned jobs without a benchmark file (rule, job): not in ``stages`` (:func:`missing_benchmarks`);
+    #: None where no plan was given (every file of the benchmarks folder read)
+    missing_benchmarks: pd.DataFrame | None = None
 
 
 def collect(inputs: ReportInputs, options: ReportOptions | None = None) -> ReportData:
     """Read every stage's outputs named by ``inputs`` into a :class:`ReportData`."""
     options = options or ReportOptions()
-    jobs = (read_benchmarks(inputs.benchmarks) if inputs.benchmarks is not None
-            else pd.DataFrame(columns=["rule", "job", "repeats", "s"]))
+    jobs, missing = pd.DataFrame(columns=["rule", "job", "repeats", "s"]), None
+    if inputs.benchmarks is not None:
+        jobs = read_benchmarks(inputs.benchmarks, inputs.benchmark_files)
+        if inputs.benchmark_files is not None:
+            missing = missing_benchmarks(inputs.benchmarks, inputs.benchmark_files)
+            if not missing.empty:
+                log.warning("%d planned job(s) have no benchmark file, not counted in the stages table: %s",
+                            len(missing), ", ".join(f"{r.rule} {r.job}".strip() for r in missing.itertuples()))
     strata_table = read_strata(inputs.strata)
     if inputs.master_regulators:
         mr_table = read_master_regulators(inputs.master_regulators)
@@ -647,6 +689,7 @@ def collect(inputs: ReportInputs, options: ReportOptions | None = None) -> Repor
         baseline=options.baseline,
         dataset=ds,
         mr_strata=mr_strata,
+        missing_benchmarks=missing,
     )
 
 

@@ -45,7 +45,9 @@ class ReportInputs:
     ``viper/activity.h5ad``; ``master_regulators``: ``viper/master_regulators.tsv``;
     ``metrics``: ``isp/metrics.tsv``; ``model``: the ``isp/model`` folder; ``npz`` / ``perf``:
     ``isp/{method}/{stratum}.npz`` / ``.perf.json``; ``artifacts``: the ONNX / TensorRT files
-    (their ``.json`` reports beside them are read); ``benchmarks``: the ``benchmarks/`` folder.
+    (their ``.json`` reports beside them are read); ``benchmarks``: the ``benchmarks/`` folder;
+    ``benchmark_files``: the benchmark files (under ``benchmarks``) of the jobs the workflow plans
+    now: only those are read, and those missing are listed (``None``: every file in the folder).
     """
 
     strata: Path
@@ -59,6 +61,7 @@ class ReportInputs:
     perf: tuple[Path, ...] = ()
     artifacts: tuple[Path, ...] = ()
     benchmarks: Path | None = None
+    benchmark_files: tuple[Path, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "strata", Path(self.strata))
@@ -66,6 +69,8 @@ class ReportInputs:
             object.__setattr__(self, name, _path(getattr(self, name)))
         for name in ("networks", "regulons", "npz", "perf", "artifacts"):
             object.__setattr__(self, name, _paths(getattr(self, name)))
+        if self.benchmark_files is not None:
+            object.__setattr__(self, "benchmark_files", _paths(self.benchmark_files))
 
 
 @dataclass(frozen=True)

@@ -564,18 +564,37 @@ def section_methods(data: ReportData) -> str:
     return "\n".join(out)
 
 
+def missing_benchmarks_text(missing: pd.DataFrame | None, shown: int = 5) -> str:
+    """'Not counted: ...' for the planned jobs without a benchmark file ('' when none)."""
+    if missing is None or missing.empty:
+        return ""
+    parts = []
+    for rule, grp in missing.groupby("rule", sort=False):
+        jobs = [j for j in grp["job"] if j]
+        more = f", and {len(jobs) - shown} more" if len(jobs) > shown else ""
+        parts.append(f"{rule}" + (f" ({', '.join(jobs[:shown])}{more})" if jobs else ""))
+    return (f"Not counted: {len(missing)} job(s) of this run's plan have no benchmark file (their outputs were made "
+            f"without Snakemake's benchmark, or the file was deleted): {'; '.join(parts)}.")
+
+
 def section_stages(data: ReportData, env: Mapping | None = None) -> str:
     s = data.stages
     out = ["## Workflow stages", ""]
+    missing = missing_benchmarks_text(data.missing_benchmarks)
     if s.empty:
-        return "\n".join(out + ["No Snakemake benchmark files were found.", ""])
+        return "\n".join(out + ["No Snakemake benchmark files were found.", ""] + ([missing, ""] if missing else []))
     own = s.get("memory_source", pd.Series(dtype=object)) == ISP_MEMORY
     rows = [(r["stage"], r["family"], int(r["n_jobs"]), fmt(r["seconds"], 4), fmt(r["cpu_time"], 4),
              fmt(r["max_rss_mb"], 4) + (" *" if mine else "")) for (_, r), mine in zip(s.iterrows(), own)]
     out.append(md_table(rows, ["rule", "stage", "jobs", "seconds (sum)", "CPU seconds (sum)", "peak memory (MB)"], "llrrrr"))
-    out += ["", "From Snakemake's `benchmark:` files, summed over the jobs of each rule. Peak memory: the largest "
+    source = ("From Snakemake's `benchmark:` files of the jobs this run's workflow plans (files left by jobs of an "
+              "earlier plan are not read)" if data.missing_benchmarks is not None
+              else "From every Snakemake `benchmark:` file of the benchmarks folder")
+    out += ["", f"{source}, summed over the jobs of each rule. Peak memory: the largest "
             f"job's, one number per job: {SNAKEMAKE_MEMORY}"
             + (f"; * {ISP_MEMORY}" if own.any() else "") + ".", ""]
+    if missing:
+        out += [missing, ""]
     if env:
         out += [f"Measured on: {env_machine_line(env)} (the report job's machine; jobs sent to a cluster may have run "
                 "elsewhere).", ""]
