@@ -28,7 +28,7 @@ from netpert.isp.evaluate import evaluate_run
 from netpert.isp.metrics import cosine_rows
 from netpert.isp.records import METRICS_COLUMNS, SHARD_KEYS, PerfRecord, read_perf, read_result, write_perf
 from netpert.isp.runner import infer_stratum
-from netpert.isp.shards import merge_perfs, merge_shards, n_shards, planned_shards, shard_bounds
+from netpert.isp.shards import merge_perfs, merge_shards, n_shards, planned_shards, shard_bounds, shard_share, token_cells
 from netpert.isp.tokens import read_tokens, tokenize_stratum
 from test_isp_runner import stratum_cells
 
@@ -136,6 +136,11 @@ def compare_metrics(setup, folder_u, folder_s, exact: bool):
     near = ["mean_cosine", "min_cosine", "max_cosine_diff", "mean_effect", "max_effect", "mean_cell_shift", "max_shift_diff"]
     pd.testing.assert_frame_equal(int8_s[near], int8_u[near], check_exact=False, rtol=0, atol=1e-4)
     pd.testing.assert_frame_equal(int8_s[["spearman"]], int8_u[["spearman"]], check_exact=False, rtol=0, atol=1e-2)
+    assert token_cells(40, 3) == 3 and token_cells(2, 20) == 2 and token_cells(45, None) == 45
+    # a shard's share of its stratum's screen (the workflow sizes its time request by it): its cells
+    assert [shard_share(40, 3, 2, k) for k in range(2)] == [2 / 3, 1 / 3]
+    assert [shard_share(45, None, 10, k) for k in range(5)] == [10 / 45] * 4 + [5 / 45]
+    assert shard_share(1, None, 5, 0) == 1.0
     quality = [c for c in numeric if c not in near and c != "spearman"]
     pd.testing.assert_frame_equal(int8_s[quality], int8_u[quality], check_exact=False, rtol=0, atol=0.05)
 

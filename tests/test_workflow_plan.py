@@ -2,6 +2,7 @@
 host, and the jobs that land where their method cannot run write "not run" records."""
 
 import json
+import math
 
 import anndata as ad
 import numpy as np
@@ -98,11 +99,11 @@ def test_networks_brought_in_and_narnea(tmp_path):
     assert (np.abs(act.layers["pes"]) <= 1 + 1e-9).all()
 
 
-def test_report_reads_the_benchmarks_of_snakemakes_own_plan(tmp_path):
+def test_report_reads_the_benchmarks_of_snakemakes_own_plan_and_shards_ask_their_share_of_time(tmp_path):
     """The report's benchmark_files (planned_benchmarks in workflow/rules/common.smk) are exactly the
     benchmark files of the jobs of Snakemake's own DAG but the report's, for plans that differ in
     every way jobs are planned (methods and their artifacts, isp.device, shards, networks brought
-    in)."""
+    in); isp_infer asks 120 minutes per stratum, a shard its cells' share of that, at least 15."""
     work = tmp_path / "run"
     base = write_tiny_config(tmp_path)
     run_snakemake(work, base, ["--until", "stratify"])
@@ -131,6 +132,20 @@ def test_report_reads_the_benchmarks_of_snakemakes_own_plan(tmp_path):
         assert len(planned) == len(set(planned)) and sorted(planned) == dag, (name, set(planned) ^ set(dag))
         rules = {j["rule"] for j in jobs}
         seen[name] = rules
+        infer = [j for j in jobs if j["rule"] == "isp_infer"]
+        cells_per_job = over.get("isp", {}).get("cells_per_job")
+        if cells_per_job is None:
+            assert {j["resources"]["runtime"] for j in infer} == {120}, name
+            continue
+        n = {s: min(int(c), token_cells) for s, c in zip(kept["slug"], kept["n_output"])}
+        for j in infer:
+            first = int(j["wildcards"]["shard"]) * cells_per_job
+            share = (min(first + cells_per_job, n[j["wildcards"]["stratum"]]) - first) / n[j["wildcards"]["stratum"]]
+            assert j["resources"]["runtime"] == max(15, math.ceil(120 * share)), (name, j)
+            assert j["resources"]["mem_mb"] == 8000
+        for stratum, count in n.items():
+            shards = {j["wildcards"]["shard"] for j in infer if j["wildcards"]["stratum"] == stratum}
+            assert len(shards) == math.ceil(count / cells_per_job), (name, stratum)
     assert {"aracne_import", "aracne_threshold", "quantize_onnx", "export_onnx"} <= seen["int8 only, one network brought in"]
     assert "build_tensorrt" not in seen["int8 only, one network brought in"]
     assert {"aracne_import", "build_tensorrt", "export_onnx"} <= seen["tensorrt, every network brought in"]

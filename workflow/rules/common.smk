@@ -1,4 +1,5 @@
 # Helpers shared by every stage file (paths under the results folder, the strata checkpoint).
+import math
 import re
 
 import pandas as pd
@@ -33,22 +34,45 @@ def kept_strata(wildcards=None):
     return table.loc[table["status"] == "kept", "slug"].tolist()
 
 
-def isp_shards(stratum):
-    """The shard indices of a stratum's ISP screen (isp.cells_per_job): its token file holds
-    min(cells, isp.cells_per_stratum) cells, the cells being the strata checkpoint's count
-    (n_output), so the shards are known once the strata are (netpert.isp.shards)."""
-    from netpert.isp.shards import planned_shards
-
+def stratum_cells(stratum):
+    """The cells of a stratum (the strata checkpoint's count, n_output): known once the strata are."""
     folder = checkpoints.stratify.get().output[0]
     table = pd.read_csv(f"{folder}/strata.tsv", sep="\t", keep_default_na=False)
     cells = table.loc[table["slug"] == stratum, "n_output"]
     if len(cells) != 1:
         raise ValueError(f"stratum {stratum} is not once in {folder}/strata.tsv")
+    return int(cells.iloc[0])
+
+
+def isp_shards(stratum):
+    """The shard indices of a stratum's ISP screen (isp.cells_per_job): its token file holds
+    min(cells, isp.cells_per_stratum) of its cells (netpert.isp.shards), so the shards are known
+    once the strata are."""
+    from netpert.isp.shards import planned_shards
+
     isp = config["isp"]
     count = planned_shards(
-        int(cells.iloc[0]), isp["cells_per_stratum"], isp["cells_per_job"]
+        stratum_cells(stratum), isp["cells_per_stratum"], isp["cells_per_job"]
     )
     return list(range(count))
+
+
+def isp_infer_runtime(wildcards):
+    """Minutes an isp_infer job asks for: ISP_INFER_RUNTIME for a stratum's screen; a shard
+    (isp.cells_per_job) its share of the stratum's token file's cells of that, rounded up, at
+    least ISP_INFER_MIN_RUNTIME (netpert.isp.shards.shard_share)."""
+    if not ISP_CELLS_PER_JOB:
+        return ISP_INFER_RUNTIME
+    from netpert.isp.shards import shard_share
+
+    isp = config["isp"]
+    share = shard_share(
+        stratum_cells(wildcards.stratum),
+        isp["cells_per_stratum"],
+        isp["cells_per_job"],
+        int(wildcards.shard),
+    )
+    return max(ISP_INFER_MIN_RUNTIME, math.ceil(ISP_INFER_RUNTIME * share))
 
 
 def stage_outputs(stage, wildcards):

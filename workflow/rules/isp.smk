@@ -17,6 +17,11 @@ ISP_ENV = f"{ENVS}/isp-gpu.yaml" if ISP_PLAN.wants_gpu else f"{ENVS}/isp-cpu.yam
 #: isp.cells_per_job: None runs a stratum's screen in one job per method; a number splits it into
 #: shards of that many cells (with their perturbations), one isp_infer job each, joined by isp_merge
 ISP_CELLS_PER_JOB = ISP["cells_per_job"]
+#: minutes an isp_infer job asks for a stratum's whole screen (doubled on the retry); a shard asks
+#: its cells' share of it, at least ISP_INFER_MIN_RUNTIME (model loading, warm-up, repeats):
+#: isp_infer_runtime
+ISP_INFER_RUNTIME = 120
+ISP_INFER_MIN_RUNTIME = 15
 #: the files of one isp_infer job: a stratum's, or one shard's
 ISP_JOB = (
     "{method}/{stratum}/shard_{shard}" if ISP_CELLS_PER_JOB else "{method}/{stratum}"
@@ -192,7 +197,7 @@ rule isp_infer:
     resources:
         **ISP_GPU,
         mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        runtime=lambda wc, attempt: isp_infer_runtime(wc) * attempt,
     conda:
         ISP_ENV
     script:

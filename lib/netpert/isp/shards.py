@@ -74,11 +74,24 @@ def n_shards(n_cells: int, cells_per_job: int) -> int:
     return -(-int(n_cells) // cells_per_job)
 
 
+def token_cells(stratum_cells: int, cells_per_stratum: int | None) -> int:
+    """The cells of the token file of a stratum of ``stratum_cells`` cells (the strata table's
+    ``n_output``): at most ``cells_per_stratum`` of them (``isp.cells_per_stratum``)."""
+    return int(stratum_cells) if cells_per_stratum is None else min(int(stratum_cells), int(cells_per_stratum))
+
+
 def planned_shards(stratum_cells: int, cells_per_stratum: int | None, cells_per_job: int) -> int:
     """The shards of a stratum of ``stratum_cells`` cells (the strata table's ``n_output``): its
     token file holds at most ``cells_per_stratum`` of them (``isp.cells_per_stratum``)."""
-    n = int(stratum_cells) if cells_per_stratum is None else min(int(stratum_cells), int(cells_per_stratum))
-    return n_shards(n, cells_per_job)
+    return n_shards(token_cells(stratum_cells, cells_per_stratum), cells_per_job)
+
+
+def shard_share(stratum_cells: int, cells_per_stratum: int | None, cells_per_job: int, shard: int) -> float:
+    """The share of the stratum's screen that shard ``shard`` runs: its cells over the token file's
+    (each cell with all its perturbations; the workflow sizes the shard's time request by it)."""
+    n = token_cells(stratum_cells, cells_per_stratum)
+    first, stop = shard_bounds(n, cells_per_job, shard)
+    return (stop - first) / n
 
 
 def shard_bounds(n_cells: int, cells_per_job: int, shard: int) -> tuple[int, int]:
