@@ -619,6 +619,20 @@ def test_report_speaks_plain_words(synthetic_report):
         assert not re.search(rf"(?<![\w.]){re.escape(jargon)}", md), jargon  # (strata.min_cells is a config key)
 
 
+def test_isp_time_and_memory_words_hold_for_shards(synthetic_report):
+    """With isp.cells_per_job one stratum's screen is several isp_infer jobs, joined into one record:
+    the words for ISP time and memory say so (time summed over strata and shards, memory the
+    largest job's), and the busy-machine warning counts screens (method x stratum), not jobs."""
+    _, _, out, _ = synthetic_report
+    md = out.markdown.read_text()
+    assert "seconds of the timed screen summed over the strata (and over the shards of a stratum" in md
+    assert "the peak resident memory of the method's largest job" in md and "and over the shards where" in md
+    assert "(each method's largest job)" in md
+    assert re.search(r"\(\d+ of \d+ screens, one per method and stratum, above", md)
+    assert "every shard is a job where isp.cells_per_job split a stratum" in md.split("## Workflow stages")[1]
+    assert "the job's peak resident memory" not in md
+
+
 def test_trained_model_has_no_untrained_warning(tmp_path):
     inputs = make_results(tmp_path, trained=True)
     data = aggregate.collect(inputs, OPTIONS)

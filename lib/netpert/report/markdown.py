@@ -102,7 +102,8 @@ def reading_memory(data: ReportData) -> str:
     if m.empty:
         return "No memory measurements."
     lo, hi = m.loc[m["peak_rss_mb"].idxmin()], m.loc[m["peak_rss_mb"].idxmax()]
-    text = f"{lo['method']} peaks lowest at {lo['peak_rss_mb']:.0f} MB resident, {hi['method']} highest at {hi['peak_rss_mb']:.0f} MB"
+    text = (f"{lo['method']} peaks lowest at {lo['peak_rss_mb']:.0f} MB resident, {hi['method']} highest at "
+            f"{hi['peak_rss_mb']:.0f} MB (each method's largest job)")
     if "gpu_peak_mem_mb" in m and m["gpu_peak_mem_mb"].notna().any():
         g = m.dropna(subset=["gpu_peak_mem_mb"])
         gh = g.loc[g["gpu_peak_mem_mb"].idxmax()]
@@ -451,8 +452,10 @@ def _range(lo, hi, digits: int = 3, unit: str = "") -> str:
 METHOD_COLUMNS = (
     ("method", "method", None, "the inference method (netpert.isp.methods.REGISTRY)"),
     ("wall_s", "time (s), median [range]", lambda r: fmt(r["wall_s"], 3) + _range(_get(r, "wall_min_s"), _get(r, "wall_max_s")),
-     "seconds of the timed screen summed over the strata: the median of the `isp.repeats` runs in each job, "
-     "in brackets the sums of each job's fastest and slowest repeat"),
+     "seconds of the timed screen summed over the strata (and over the shards of a stratum that "
+     "`isp.cells_per_job` split into several jobs): the median of the `isp.repeats` runs in each job, in "
+     "brackets the sums over the strata of each stratum's fastest and slowest repeat (a split stratum's "
+     "repeat timed as the sum of its shards' runs of that repeat)"),
     ("repeats", "repeats", lambda r: fmt(r["repeats"]), "timed runs of the screen in each job"),
     ("perturbations_per_s", "perturbations/s", lambda r: fmt(r["perturbations_per_s"], 3),
      "perturbations over the median time"),
@@ -461,15 +464,17 @@ METHOD_COLUMNS = (
      "perturbations per second over the baseline's; in brackets the smallest and largest speedup of one "
      "stratum, method and baseline compared pair by pair on the same cells"),
     ("peak_rss_mb", "peak memory (MB)", lambda r: fmt(r["peak_rss_mb"], 4),
-     "the job's peak resident memory, model loading included (the kernel's high-water mark of its process, "
-     "getrusage ru_maxrss), the largest over the strata; the Workflow stages table shows the same number for isp_infer"),
-    ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda r: fmt(r["gpu_peak_mem_mb"], 4), "peak GPU memory allocated"),
+     "the peak resident memory of the method's largest job, model loading included (the kernel's high-water mark "
+     "of its process, getrusage ru_maxrss): the largest over the strata, and over the shards where "
+     "`isp.cells_per_job` split a stratum; the Workflow stages table shows the same number for isp_infer"),
+    ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda r: fmt(r["gpu_peak_mem_mb"], 4),
+     "peak GPU memory allocated, the largest job's (over strata and shards)"),
     ("cpu_percent", "CPU s per wall s", lambda r: fmt(float(r["cpu_percent"]) / 100.0, 3),
-     "the job's CPU seconds over its wall seconds (2 = two cores kept busy); under the job's thread count "
-     "means the job waited (for memory, for other work on the machine)"),
+     "the jobs' CPU seconds over their wall seconds, summed over the strata and shards (2 = two cores kept busy); "
+     "under the jobs' thread count means they waited (for memory, for other work on the machine)"),
     ("other_load_cores", "other load (cores)", lambda r: fmt(r["other_load_cores"], 2),
      "CPU the rest of the machine used meanwhile, in cores (machine-wide busy time less the job's); the "
-     "largest over repeats and strata"),
+     "largest over repeats, strata and shards"),
     ("mean_cosine", "mean cosine", lambda r: fmt_cos(r["mean_cosine"]), "mean cosine of the method's cell embeddings to the baseline's"),
     ("min_cosine", "min cosine", lambda r: fmt_cos(r["min_cosine"]), "the worst cell's cosine"),
     ("spearman", "Spearman (effects)", lambda r: fmt_cos(r["spearman"]),
@@ -505,8 +510,8 @@ def load_warning(data: ReportData) -> str | None:
         return None
     worst = busy.loc[share[busy.index].idxmax()]
     return (f"**The machine was busy**: other processes took up to {fmt(worst['other_load_cores'], 2)} of "
-            f"{fmt(cores[worst.name])} cores during ISP timing ({len(busy)} of {len(p)} jobs above "
-            f"{LOAD_WARNING_SHARE:.0%}; worst: {worst['method']} on {_cell_type(data, worst['stratum'])}). Absolute rates are "
+            f"{fmt(cores[worst.name])} cores during ISP timing ({len(busy)} of {len(p)} screens, one per method and "
+            f"stratum, above {LOAD_WARNING_SHARE:.0%}; worst: {worst['method']} on {_cell_type(data, worst['stratum'])}). Absolute rates are "
             "lower than on a quiet machine; the ranges show how much they moved.")
 
 
