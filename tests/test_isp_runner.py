@@ -62,6 +62,11 @@ def test_make_batches_strategies():
     assert [list(b) for b in make_batches(lengths, groups, "cell_grouped", 2)] == [[0, 1], [2], [3, 4], [5, 6]]
     every = np.sort(np.concatenate(make_batches(lengths, groups, "cell_grouped", 3)))
     assert list(every) == list(range(7))
+    # one cell per batch, longest cells first; a cell larger than a batch in near-equal parts
+    assert [list(b) for b in make_batches(lengths, groups, "cell", 8)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [list(b) for b in make_batches(lengths, groups, "cell", 2)] == [[0, 1], [2], [3, 4], [5, 6]]
+    big = make_batches([5] * 7, [0] * 7, "cell", 4)
+    assert [len(b) for b in big] == [4, 3] and list(np.concatenate(big)) == list(range(7))
     with pytest.raises(InputError, match="unknown batching 'random'"):
         make_batches(lengths, groups, "random", 3)
     with pytest.raises(InputError, match="batch_size must be >= 1"):
@@ -235,7 +240,7 @@ def test_screen_shifts_match_a_direct_computation(bundle, tokens):
     assert res.stats["n_sequences"] == len(tokens) + len(res.table)
 
 
-@pytest.mark.parametrize("batching", ["input_order", "cell_grouped"])
+@pytest.mark.parametrize("batching", ["input_order", "cell_grouped", "cell"])
 def test_batching_does_not_change_the_results(bundle, tokens, batching):
     specs = make_specs(["G2", "G3"], bundle.token_dictionary, "overexpress")
     backend = make_backend("batched", bundle, device="cpu")

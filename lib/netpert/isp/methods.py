@@ -22,7 +22,7 @@ from netpert.errors import InputError
 #: ``isp.device``: the device the jobs are meant for (intent, not a probe of this machine)
 DEVICES = ("auto", "cpu", "cuda")
 #: batching strategies (see :func:`netpert.isp.runner.make_batches`)
-BATCHINGS = ("input_order", "length_sorted", "cell_grouped")
+BATCHINGS = ("input_order", "length_sorted", "cell_grouped", "cell")
 
 
 def _always(device: str) -> tuple[bool, str]:

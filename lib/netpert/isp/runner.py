@@ -57,7 +57,10 @@ def make_batches(lengths, groups, strategy: str = "length_sorted", batch_size: i
     its perturbations share one). ``input_order``: consecutive items; ``length_sorted``: by
     length, longest first (stable); ``cell_grouped``: whole cells packed into batches of at
     most ``batch_size`` items (longest cells first; a cell with more items than a batch holds
-    is split into consecutive batches of its own).
+    is split into consecutive batches of its own); ``cell``: one cell per batch (longest cells
+    first; a cell with more items than ``batch_size`` in the fewest near-equal consecutive
+    batches), so a batch holds encodings of one length give or take the tokens a perturbation
+    adds or removes, and no cell's results depend on another cell's.
     """
     if strategy not in BATCHINGS:
         raise InputError(f"unknown batching '{strategy}'; use one of {', '.join(BATCHINGS)}")
@@ -77,6 +80,9 @@ def make_batches(lengths, groups, strategy: str = "length_sorted", batch_size: i
     members = {g: np.flatnonzero(groups == g) for g in uniq}
     glen = {g: int(lengths[members[g]].max()) for g in uniq}
     ordered = sorted(uniq[np.argsort(first)], key=lambda g: -glen[g])
+    if strategy == "cell":
+        # one cell per batch, a cell of more items than a batch holds in near-equal parts
+        return [part for g in ordered for part in np.array_split(members[g], -(-len(members[g]) // batch_size))]
     batches, current = [], []
     for g in ordered:
         items = list(members[g])
