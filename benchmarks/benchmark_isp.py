@@ -1,22 +1,35 @@
 #!/usr/bin/env python
-"""Benchmark of the ISP inference methods (netpert.isp): perturbations/s and agreement with baseline.
+"""Benchmark of the ISP inference methods (netpert.isp): perturbations/s, agreement with baseline, GOP/s.
 
-Rows (name, size, seconds, ratio, agreement):
+Rows (name, size, seconds, ratio, agreement, ...):
 
 * one row per method (``baseline``, ``batched``, ``amp``, and ``onnx`` / ``onnx_int8`` when
-  onnxruntime is installed): ``seconds`` = wall time of the whole
-  screen (each cell's original + its perturbations, effects included; best of ``--repeat``
-  rounds, methods interleaved so machine load hits all alike), ``ratio`` = perturbations/s over
-  baseline's measured in the same run, ``agreement`` = mean cosine of the method's cell
-  embeddings (originals and perturbed) with baseline's. The printed table adds the minimum
-  cosine, the Spearman correlation of the per-perturbation effects (1 - cosine) with
-  baseline's, the batching and the precision notes (e.g. whether bf16 has native units here).
-  ``model_mb``: what the method runs (the ONNX file, or the torch module's weights: the full model
-  with its masked-LM head for baseline, the encoder up to the pooled layer for batched / amp);
-  ``peak_rss_mb``: the benchmark process's peak while the method ran (every method's model is
-  loaded in it; the workflow's report gives each method's own job memory).
+  onnxruntime is installed): ``seconds`` = wall time of the whole screen (each cell's original +
+  its perturbations, effects included), the median of ``--repeat`` rounds with the methods
+  interleaved (so machine load hits all alike; ``seconds_min`` / ``seconds_max`` the range);
+  ``ratio`` = the method's perturbations/s over baseline's in the same round, median over the
+  rounds (``ratio_min`` / ``ratio_max`` the range); ``agreement`` = mean cosine of the method's
+  cell embeddings (originals and perturbed) with baseline's, ``min_cosine``, ``effect_spearman``
+  (the per-perturbation effects, 1 - cosine, against baseline's) and ``meets_bar`` (isp.bar's
+  defaults: mean >= 0.999, min >= 0.99, Spearman >= 0.95). ``gops``: the multiply-adds the method
+  computes for the screen (:func:`netpert.isp.export.encoder_macs`: its layers, baseline also the
+  last layer and the masked-LM head; padding not counted) x 2 / median seconds, and
+  ``pct_int8_peak`` / ``pct_fp32_peak`` against the CPU's peak (see :func:`cpu_peak`).
+  ``model_mb``: what the method runs; ``peak_rss_mb``: the benchmark process's peak while it ran.
 * ``batched@input_order/10``: the encoder-only forward in baseline's batches, separating the
   gain of dropping the masked-LM head and the unused last layer from that of batching.
+
+The header names the CPU (model, cores, every vector flag), the int8 kernel ONNX Runtime's MLAS
+takes on it, torch's CPU capability, the clock and its source, the peak formulas and a measured
+ceiling (a large int8 and fp32 GEMM in ONNX Runtime, same threads); then the int8 candidates
+``quantize_onnx`` tried here (speed and accuracy of each, the one kept and why, the tuned batch
+size and threads).
+
+``--isa avx2`` caps torch's kernels at AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2;
+the script re-executes itself with them): ``baseline``, ``batched`` and ``amp`` then run AVX2
+code. ONNX Runtime's MLAS picks its kernels by CPUID at run time and no option or environment
+variable caps it, so its rows keep their AVX-512 kernels there: their ratios are left out and the
+note says why.
 
 Data: the embedded default (scanpy's pbmc68k_reduced: counts-like = expm1 of .raw.X, cell type
 in obs['bulk_labels']), ``--cells`` cells (spread over cell types), ``--targets`` transcription
@@ -28,30 +41,199 @@ full-length encodings. ``--quick``: a tiny smoke run (tiny model, a few cells, s
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
+#: torch's own switches to cap its kernels at an instruction set (set before torch is imported)
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
-from netpert.isp.backends import make_backend
-from netpert.isp.methods import DEFAULT_BATCH_SIZE, DEFAULT_BATCHING, REGISTRY
-from netpert.isp.metrics import cosine_rows, spearman
-from netpert.isp.model import build_model
-from netpert.isp.perturb import make_specs
-from netpert.isp.profiling import Profiler
-from netpert.isp.runner import run_isp
-from netpert.isp.tokens import write_tokens
-from netpert.isp.tokenizer import tokenize_for_model
+
+def _cap_isa(argv) -> None:
+    """With ``--isa X``, re-execute this script with torch's ISA caps in the environment."""
+    if "--isa" not in argv:
+        return
+    isa = argv[argv.index("--isa") + 1] if argv.index("--isa") + 1 < len(argv) else ""
+    env = ISA_ENV.get(isa)
+    if env is None:
+        sys.exit(f"--isa must be one of {', '.join(ISA_ENV)}, got {isa!r}")
+    if all(os.environ.get(k) == v for k, v in env.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+
+
+if __name__ == "__main__":
+    _cap_isa(sys.argv)
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from netpert.isp.methods import DEFAULT_BATCH_SIZE, REGISTRY  # noqa: E402
+from netpert.isp.metrics import DEFAULT_BAR, cosine_rows, spearman  # noqa: E402
 
 #: the CPU methods this benchmark times (the registry's, less the CUDA-only ones)
 CPU_METHODS = tuple(m.name for m in REGISTRY.values() if not m.needs_cuda)
 #: those that run from an ONNX file made here
 ONNX_METHODS = tuple(m for m in CPU_METHODS if (REGISTRY[m].artifact or "").endswith(".onnx"))
+#: the flags the header prints (every SIMD extension the kernels may pick)
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+# --------------------------------------------------------------------------- the CPU
+
+
+def cpuinfo_fields(text: str | None = None) -> dict:
+    """The first core's "key: value" fields of /proc/cpuinfo (lower-case keys)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    out = {}
+    for line in text.splitlines():
+        if not line.strip() and out:
+            break
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
+def cpu_clock(cpuinfo: str | None = None, lscpu: str | None = None) -> tuple[float | None, str]:
+    """The clock the peak is computed at (MHz) and where it comes from: ``lscpu``'s "CPU max MHz"
+    where it has one (the highest clock the cores run at), else /proc/cpuinfo's "cpu MHz" of the
+    first core (on a VM usually the nominal clock: the real one may be higher under boost)."""
+    if lscpu is None:
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"}).stdout
+        except (OSError, subprocess.SubprocessError):
+            lscpu = ""
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "cpu max mhz" and value.strip():
+            return float(value), "lscpu 'CPU max MHz'"
+    mhz = cpuinfo_fields(cpuinfo).get("cpu mhz")
+    if mhz:
+        return float(mhz), "/proc/cpuinfo 'cpu MHz' (first core; lscpu gives no max MHz here)"
+    return None, "no clock found"
+
+
+def cpu_peak(flags, cores: int, mhz: float, vendor: str = "", family: int | None = None) -> dict:
+    """Peak int8 and fp32 throughput of ``cores`` cores at ``mhz`` from the vector width.
+
+    fp32 GFLOP/s = cores x GHz x 2 FMA pipes x (datapath bits / 32) lanes x 2 (multiply + add).
+    int8 GOP/s with VNNI (vpdpbusd: datapath/8 u8 x s8 multiply-adds per instruction) =
+    cores x GHz x 2 pipes x (datapath bits / 8) x 2; without VNNI (AVX2, AVX-512BW: vpmaddubsw
+    then vpmaddwd, two multiply-pipe instructions per datapath/8 multiply-adds) half that.
+    The ISA width is 512 bits with avx512f, 256 with avx2, else 128; the datapath is the ISA width
+    but on AMD family 25 (Zen 4), which runs each 512-bit instruction as two 256-bit halves.
+    Two vector multiply pipes per core is assumed (Intel since Haswell, AMD since Zen 2).
+    """
+    flags = set(flags)
+    isa = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
+    datapath = 256 if (isa == 512 and vendor == "AuthenticAMD" and family == 25) else isa
+    vnni = ("avx512_vnni" in flags) if isa == 512 else ("avx_vnni" in flags)
+    ghz, pipes = mhz / 1000.0, 2
+    fp32 = cores * ghz * pipes * datapath / 32 * 2
+    int8 = cores * ghz * pipes * datapath / 8 * 2 / (1 if vnni else 2)
+    return {
+        "fp32_gflops": fp32,
+        "int8_gops": int8,
+        "isa_bits": isa,
+        "datapath_bits": datapath,
+        "vnni": vnni,
+        "fp32_formula": f"{cores} cores x {ghz:.3f} GHz x {pipes} FMA pipes x {datapath}/32 lanes x 2 = {fp32:.0f} GFLOP/s",
+        "int8_formula": (f"{cores} cores x {ghz:.3f} GHz x {pipes} pipes x {datapath}/8 multiply-adds x 2"
+                         + (" (VNNI)" if vnni else " / 2 (no VNNI: vpmaddubsw + vpmaddwd)") + f" = {int8:.0f} GOP/s"),
+    }
+
+
+def gemm_ceiling(threads: int, m: int = 2048, k: int = 1024, n: int = 1024, repeats: int = 5) -> dict:
+    """Measured: ONNX Runtime (MLAS) on one large u8 x s8 MatMulInteger and one fp32 MatMul of
+    (m x k) @ (k x n) with ``threads`` threads, the best of ``repeats`` (GOP/s, GFLOP/s)."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    def session(node, a_type, b_type, out_type):
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", a_type, [m, k]),
+                                                helper.make_tensor_value_info("b", b_type, [k, n])],
+                                  [helper.make_tensor_value_info("c", out_type, [m, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(0)
+    runs = {
+        "int8": (session(helper.make_node("MatMulInteger", ["a", "b"], ["c"]), T.UINT8, T.INT8, T.INT32),
+                 {"a": rng.integers(0, 255, (m, k)).astype(np.uint8), "b": rng.integers(-127, 127, (k, n)).astype(np.int8)}),
+        "fp32": (session(helper.make_node("MatMul", ["a", "b"], ["c"]), T.FLOAT, T.FLOAT, T.FLOAT),
+                 {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}),
+    }
+    out = {}
+    for name, (sess, feeds) in runs.items():
+        sess.run(None, feeds)
+        best = min(_timed(lambda: sess.run(None, feeds)) for _ in range(repeats))
+        out[name] = 2 * m * k * n / best / 1e9
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def machine_header(threads: int) -> tuple[list[str], dict]:
+    """The header lines about the CPU, and the peaks (for the rows' percentages)."""
+    import torch
+
+    from netpert.isp.quantize import int8_kernel
+    from netpert.machine import cpu_flags, cpu_summary
+
+    info = cpuinfo_fields()
+    flags = cpu_flags()
+    mhz, source = cpu_clock()
+    family = int(info["cpu family"]) if info.get("cpu family", "").isdigit() else None
+    peak = cpu_peak(flags, threads, mhz, info.get("vendor_id", ""), family) if mhz else None
+    capped = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    lines = [
+        f"# CPU: {cpu_summary()}; vendor {info.get('vendor_id', '?')} family {family} model {info.get('model', '?')}",
+        f"# SIMD flags: {' '.join(f for f in SIMD_FLAGS if f in flags) or 'none'}",
+        f"# ONNX Runtime int8 kernel (MLAS, by CPUID; no option caps it): {int8_kernel(flags)}",
+        f"# torch {torch.__version__} CPU capability: {torch.backends.cpu.get_cpu_capability()}"
+        + (f" (capped: {' '.join(f'{k}={v}' for k, v in capped.items())})" if capped else ""),
+        f"# clock: {mhz} MHz from {source}" if mhz else f"# clock: {source}",
+    ]
+    if peak:
+        lines += [
+            f"# peak fp32 ({threads} threads): {peak['fp32_formula']}",
+            f"# peak int8 ({threads} threads): {peak['int8_formula']}",
+            f"#   ({peak['isa_bits']}-bit instructions on a {peak['datapath_bits']}-bit datapath)",
+        ]
+    try:
+        ceiling = gemm_ceiling(threads)
+        lines.append(
+            f"# measured ceiling, ONNX Runtime GEMM 2048x1024x1024, {threads} threads: int8 {ceiling['int8']:.0f} GOP/s"
+            + (f" ({100 * ceiling['int8'] / peak['int8_gops']:.0f}% of the int8 peak)" if peak else "")
+            + f", fp32 {ceiling['fp32']:.0f} GFLOP/s" + (f" ({100 * ceiling['fp32'] / peak['fp32_gflops']:.0f}% of the fp32 peak)" if peak else "")
+        )
+        if peak and ceiling["fp32"] > peak["fp32_gflops"]:
+            lines.append(f"#   the fp32 GEMM beats the fp32 peak at {mhz:.0f} MHz: the cores run faster than that clock (boost), "
+                         "so the % of peak below are upper bounds")
+    except ImportError:  # onnxruntime missing: no ceiling
+        pass
+    return lines, peak or {}
+
+
+# --------------------------------------------------------------------------- data
 
 
 def default_cells(n_cells: int, seed: int = 0):
@@ -115,43 +297,85 @@ def model_mb(method: str, backend, artifacts: dict) -> float:
     return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
 
 
-def onnx_artifacts(bundle, tmp: Path, methods, tokens, layer: int, threads: int, int8_candidates=None) -> tuple[dict, dict]:
-    """Export (and quantise) the encoder for the ONNX methods; returns (paths, notes)."""
-    paths, notes = {}, {}
+def onnx_artifacts(bundle, tmp: Path, methods, tokens, specs, layer: int, threads: int, int8_candidates=None):
+    """Export (and quantise) the encoder for the ONNX methods; returns (paths, notes, int8 report)."""
+    paths, notes, report = {}, {}, None
     if not any(m in methods for m in ONNX_METHODS):
-        return paths, notes
+        return paths, notes, report
     from netpert.isp.export import export_onnx
-    from netpert.isp.quantize import DEFAULT_CANDIDATES, quantize_onnx, token_batches
+    from netpert.isp.quantize import DEFAULT_CANDIDATES, quantize_onnx, screen_groups, token_batches
+    from netpert.isp.tokens import write_tokens
 
     int8_candidates = list(int8_candidates or DEFAULT_CANDIDATES)
 
     t0 = time.perf_counter()
-    report = export_onnx(bundle.model, tmp / "model.onnx", layer=layer, threads=threads)
+    exported = export_onnx(bundle.model, tmp / "model.onnx", layer=layer, threads=threads)
     paths["onnx"] = tmp / "model.onnx"
-    notes["onnx"] = f"export {time.perf_counter() - t0:.1f} s ({report.get('exporter')}, max diff {report.get('max_abs_diff', float('nan')):.2g})"
+    notes["onnx"] = f"export {time.perf_counter() - t0:.1f} s ({exported.get('exporter')}, max diff {exported.get('max_abs_diff', float('nan')):.2g})"
     if "onnx_int8" in methods:
         tok_path = tmp / "tokens.parquet"
-        write_tokens(tok_path, tokens.cell_ids, tokens.input_ids, [], {"stratum": "benchmark"})
+        meta = {"stratum": "benchmark", "max_len": int(bundle.max_len), "special_tokens": bool(tokens.info.get("special_tokens", False))}
+        write_tokens(tok_path, tokens.cell_ids, tokens.input_ids, specs, meta)
         n_cal = max(2, min(16, len(tokens) // 2))
         cal, ev, _ = token_batches([tok_path], n_calibration=n_cal, seed=0)
+        screens, _ = screen_groups([tok_path], n_calibration=n_cal, seed=0)
         t0 = time.perf_counter()
         try:
-            rep = quantize_onnx(tmp / "model.onnx", tmp / "model.int8.onnx", cal, ev, candidates=int8_candidates, threads=threads)
+            report = quantize_onnx(tmp / "model.onnx", tmp / "model.int8.onnx", cal, ev, candidates=int8_candidates,
+                                   threads=threads, screens=screens)
             paths["onnx_int8"] = tmp / "model.int8.onnx"
-            notes["onnx_int8"] = f"quantised {time.perf_counter() - t0:.1f} s ({rep.get('chosen')})"
+            notes["onnx_int8"] = f"quantised {time.perf_counter() - t0:.1f} s ({report.get('chosen')})"
         except Exception as exc:  # report, don't hide: the row says why it is missing
             notes["onnx_int8"] = f"quantisation failed: {type(exc).__name__}: {exc}"
-    return paths, notes
+    return paths, notes, report
+
+
+def int8_lines(report: dict | None) -> list[str]:
+    """The int8 candidates quantize_onnx tried on this CPU: speed and accuracy, the one kept and why."""
+    if not report:
+        return []
+    sc = report["screens"]
+    lines = [f"# int8 candidates (quantize_onnx on this CPU; {sc['n_cells']} cells, {sc['n_perturbations']} perturbations "
+             f"from {sc['source']}, {sc['timing_rounds']} interleaved timing rounds, medians; fp32 {report['fp32']['seconds']:.3f} s):"]
+    for name, c in report["candidates"].items():
+        if "error" in c:
+            lines.append(f"#   {name}: failed ({c['error'][:120]})")
+            continue
+        rho = c["screen"]["shift_spearman"]
+        lines.append(
+            f"#   {name}: {c['seconds']:.3f} s ({c['speed_vs_fp32']:.2f}x fp32), mean cosine {c['mean_cosine']:.6f}, "
+            f"min {c['min_cosine']:.6f}, shift Spearman {'n/a' if rho is None else f'{rho:.4f}'}: "
+            + ("meets the bar" if c["passed"] else "misses the bar (" + "; ".join(c["failed"]) + ")")
+        )
+    lines.append(f"# kept {report['why']}")
+    if report.get("tuning"):
+        lines.append(f"# tuned: {report['tuning']['why']}")
+    return lines
 
 
 def effects(result) -> np.ndarray:
     return 1.0 - result.table["cosine"].to_numpy()
 
 
-def run(args) -> pd.DataFrame:
+# --------------------------------------------------------------------------- the run
+
+
+def run(args) -> tuple[pd.DataFrame, list[str]]:
     import torch
 
+    from netpert.isp.backends import make_backend
+    from netpert.isp.backends.base import resolve_layer
+    from netpert.isp.export import encoder_macs
+    from netpert.isp.model import build_model
+    from netpert.isp.perturb import expand, make_specs
+    from netpert.isp.profiling import Profiler
+    from netpert.isp.runner import resolve_settings, run_isp
+    from netpert.isp.tokenizer import tokenize_for_model
+
     torch.set_num_threads(args.threads)
+    header, peak = machine_header(args.threads)
+    for line in header:
+        print(line, flush=True)
     if args.seq_len:
         adata = synthetic_cells(args.cells, args.seq_len, seed=args.seed)
         data_name = f"synthetic ({args.seq_len} expressed genes per cell)"
@@ -164,12 +388,21 @@ def run(args) -> pd.DataFrame:
     targets = choose_targets(adata, args.targets)
     specs = make_specs(targets, bundle.token_dictionary, args.perturbation)
     lengths = tokens.lengths
-    print(
-        f"# {data_name}: {len(tokens)} cells, encodings {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}); "
-        f"model {args.model} ({bundle.note or 'trained'}); targets {', '.join(targets)} ({args.perturbation}); "
-        f"threads {args.threads}; layer {args.layer}",
-        flush=True,
-    )
+    capped = "ATEN_CPU_CAPABILITY" in os.environ
+    line = (f"# {data_name}: {len(tokens)} cells, encodings {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}); "
+            f"model {args.model} ({bundle.note or 'trained'}); targets {', '.join(targets)} ({args.perturbation}); "
+            f"threads {args.threads}; layer {args.layer}; {args.repeat} rounds")
+    print(line, flush=True)
+    header.append(line)
+    # every sequence of the screen: each cell's original and its perturbations (for the MAC count)
+    exp = expand(tokens.input_ids, specs, 0.25, max_len)
+    seq_lengths = np.concatenate([lengths, [len(x) for x in exp.input_ids]]).astype(np.float64)
+    config = bundle.model.config
+    macs = {
+        "full": encoder_macs(config, seq_lengths, mlm_head=True),
+        "encoder": encoder_macs(config, seq_lengths, layers=resolve_layer(args.layer, config.num_hidden_layers)),
+    }
+
     wanted = [m.strip() for m in args.methods.split(",")] if args.methods != "auto" else list(CPU_METHODS)
     methods, notes = [], {}
     for m in wanted:
@@ -177,73 +410,102 @@ def run(args) -> pd.DataFrame:
         (methods.append(m) if ok else notes.__setitem__(m, why))
     if "baseline" not in methods:
         methods.insert(0, "baseline")
-    variants = [(m, DEFAULT_BATCHING[m], args.batch_size or DEFAULT_BATCH_SIZE[m]) for m in methods]
-    if not args.no_ablation and "batched" in methods:
-        variants.append(("batched", "input_order", DEFAULT_BATCH_SIZE["baseline"]))
+    rows = []
     with tempfile.TemporaryDirectory(prefix="benchmark_isp.") as tmp:
-        artifacts, art_notes = onnx_artifacts(bundle, Path(tmp), methods, tokens, args.layer, args.threads,
-                                                 args.int8_candidates.split(",") if args.int8_candidates else None)
+        artifacts, art_notes, int8_report = onnx_artifacts(
+            bundle, Path(tmp), methods, tokens, specs, args.layer, args.threads,
+            args.int8_candidates.split(",") if args.int8_candidates else None)
         notes.update(art_notes)
-        backends = {}
-        for m, batching, bs in variants:
+        for line in int8_lines(int8_report):
+            print(line, flush=True)
+            header.append(line)
+        variants, defaults = [], {}
+        for m in methods:
             if m in ONNX_METHODS and m not in artifacts:
                 continue
-            if m not in backends:
-                backends[m] = make_backend(m, bundle, layer=args.layer, threads=args.threads, device="cpu", artifacts=artifacts.get(m))
-        best: dict[tuple, tuple] = {}
+            s = resolve_settings(m, None, args.batch_size, args.threads, artifacts.get(m))
+            variants.append((m, s["batching"], s["batch_size"], s["threads"]))
+            defaults[m] = variants[-1]
+        if not args.no_ablation and "batched" in methods:
+            variants.append(("batched", "input_order", DEFAULT_BATCH_SIZE["baseline"], args.threads))
+        backends = {}
+        for m, batching, bs, threads in variants:
+            if (m, threads) not in backends:
+                backends[(m, threads)] = make_backend(m, bundle, layer=args.layer, threads=threads, device="cpu",
+                                                      artifacts=artifacts.get(m))
+        runs: dict[tuple, list] = {}
+        first: dict[tuple, object] = {}
         for rnd in range(args.repeat):
-            for m, batching, bs in variants:
-                if m not in backends:
-                    continue
+            for m, batching, bs, threads in variants:
                 with Profiler(gpu=False) as prof:
                     res = run_isp(
-                        backends[m], tokens.input_ids, tokens.cell_ids, specs,
+                        backends[(m, threads)], tokens.input_ids, tokens.cell_ids, specs,
                         id_to_gene=bundle.id_to_gene(), max_len=max_len, pad_id=bundle.pad_id,
                         special_ids=bundle.special_ids, batch_size=bs, batching=batching,
                     )
-                key = (m, batching, bs)
+                key = (m, batching, bs, threads)
                 summ = prof.summary()
                 summ["wall_s"] -= res.stats["warmup_s"]  # steady state, as isp_infer reports it
-                if key not in best or summ["wall_s"] < best[key][1]["wall_s"]:
-                    best[key] = (res, summ)
-                print(f"  round {rnd + 1}: {m} ({batching}, batch {bs}): {summ['wall_s']:.2f} s", flush=True)
-        descs = {m: b.describe() for m, b in backends.items()}
-        sizes = {m: model_mb(m, b, artifacts) for m, b in backends.items()}
+                runs.setdefault(key, []).append(summ)
+                first.setdefault(key, res)
+                print(f"  round {rnd + 1}: {m} ({batching}, batch {bs}, {threads} threads): {summ['wall_s']:.2f} s", flush=True)
+        descs = {m: b.describe() for (m, _), b in backends.items()}
+        sizes = {m: model_mb(m, b, artifacts) for (m, _), b in backends.items()}
         for b in backends.values():
             b.close()
-    base_key = ("baseline", DEFAULT_BATCHING["baseline"], args.batch_size or DEFAULT_BATCH_SIZE["baseline"])
-    base_res, base_prof = best[base_key]
-    base_rate = base_res.n_perturbations / base_prof["wall_s"]
+    base_key = next(k for k in runs if k[0] == "baseline")
+    base_res = first[base_key]
+    base_walls = np.array([r["wall_s"] for r in runs[base_key]])
     base_all = np.concatenate([base_res.original, base_res.perturbed])
-    rows = []
     size = (
         f"{len(tokens)} cells x {len(specs)} targets = {base_res.n_perturbations} perturbations "
         f"(mean length {lengths.mean():.0f})"
     )
-    for (m, batching, bs), (res, prof) in best.items():
-        rate = res.n_perturbations / prof["wall_s"]
+    for key, summaries in runs.items():
+        m, batching, bs, threads = key
+        res = first[key]
+        walls = np.array([r["wall_s"] for r in summaries])
+        ratios = base_walls / walls  # same screen: perturbations/s over baseline's, round by round
         cos = cosine_rows(np.concatenate([res.original, res.perturbed]), base_all)
         rho = spearman(effects(res), effects(base_res))
-        name = m if (batching, bs) == (DEFAULT_BATCHING[m], args.batch_size or DEFAULT_BATCH_SIZE[m]) else f"{m}@{batching}/{bs}"
+        name = m if key == defaults[m] else f"{m}@{batching}/{bs}"
         d = descs[m]
         note = d.get("precision", "")
         if d.get("amp_note"):
             note += f"; {d['amp_note']}" + ("" if d.get("amp_effective") else " [no native bf16: no gain expected]")
+        if d.get("tuning"):
+            note += "; batch size/threads " + ("as tuned" if d["tuning"].get("source") else "not tuned")
+        uncapped = capped and m in ONNX_METHODS
+        if uncapped:
+            note += "; ONNX Runtime not capped (MLAS picks its kernels by CPUID): not an AVX2 figure, ratio left out"
+        work = macs["full" if m == "baseline" else "encoder"]
+        gops = 2 * work["total"] / float(np.median(walls)) / 1e9
+        int8 = d.get("precision") == "int8"
         rows.append(
             {
                 "name": name,
                 "size": size,
-                "seconds": prof["wall_s"],
-                "ratio": rate / base_rate,
+                "seconds": float(np.median(walls)),
+                "seconds_min": float(walls.min()),
+                "seconds_max": float(walls.max()),
+                "ratio": np.nan if uncapped else float(np.median(ratios)),
+                "ratio_min": np.nan if uncapped else float(ratios.min()),
+                "ratio_max": np.nan if uncapped else float(ratios.max()),
                 "agreement": float(cos.mean()),
                 "min_cosine": float(cos.min()),
                 "effect_spearman": rho,
-                "perturbations_per_s": rate,
-                "cells_per_s": len(res.cell_ids) / prof["wall_s"],
-                "peak_rss_mb": prof["peak_rss_mb"],
+                "meets_bar": bool(cos.mean() >= DEFAULT_BAR["mean_cosine"] and cos.min() >= DEFAULT_BAR["min_cosine"]
+                                  and (not np.isfinite(rho) or rho >= DEFAULT_BAR["spearman"])),
+                "perturbations_per_s": res.n_perturbations / float(np.median(walls)),
+                "gmacs_per_screen": work["total"] / 1e9,
+                "gops": gops,
+                "pct_int8_peak": 100 * gops / peak["int8_gops"] if peak and int8 else np.nan,
+                "pct_fp32_peak": 100 * gops / peak["fp32_gflops"] if peak and not int8 else np.nan,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in summaries),
                 "model_mb": sizes[m],
-                "cpu_percent": prof["cpu_percent"],
+                "cpu_percent": float(np.median([r["cpu_percent"] for r in summaries])),
                 "batching": f"{batching}/{bs}",
+                "threads": threads,
                 "padding": res.stats["padding_fraction"],
                 "note": note,
             }
@@ -255,7 +517,13 @@ def run(args) -> pd.DataFrame:
             for r in rows:
                 if r["name"] == m:
                     r["note"] = f"{r['note']}; {why}"
-    return pd.DataFrame(rows)
+    enc = macs["encoder"]
+    header.append(
+        f"# work per screen: encoder to the pooled layer {enc['total'] / 1e9:.1f} GMAC ({enc['linear'] / 1e9:.1f} in weight "
+        f"matrices, int8 in onnx_int8; {enc['attention'] / 1e9:.1f} in attention, float everywhere); "
+        f"baseline's full forward {macs['full']['total'] / 1e9:.1f} GMAC (masked-LM head {macs['full']['head'] / 1e9:.1f})"
+    )
+    return pd.DataFrame(rows), header
 
 
 def main(argv=None) -> int:
@@ -271,11 +539,14 @@ def main(argv=None) -> int:
     ap.add_argument("--layer", type=int, default=-2)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--batch-size", type=int, default=None, help="one batch size for every method (default: each method's)")
-    ap.add_argument("--repeat", type=int, default=None, help="rounds, methods interleaved; best wall time kept (default 2, 1 with --quick)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="rounds, methods interleaved; median and range reported (default 3, 1 with --quick)")
     ap.add_argument("--no-ablation", action="store_true", help="leave out the batched@input_order/10 row")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--int8-candidates", default=None,
                     help="comma-separated int8 recipes for onnx_int8 (default: the workflow's, isp.onnx.int8_candidates)")
+    ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                    help="cap torch's kernels at this instruction set (ONNX Runtime cannot be capped: its ratios are left out)")
     args = ap.parse_args(argv)
     if args.quick:
         args.model = args.model or "random-init:tiny"
@@ -287,11 +558,16 @@ def main(argv=None) -> int:
     args.model = args.model or "random-init:gf-6L-10M-i2048"
     args.cells = args.cells or (8 if args.seq_len else 60)
     args.targets = args.targets or (2 if args.seq_len else 5)
-    args.repeat = args.repeat or 2
-    table = run(args)
-    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 90):
-        print(table.drop(columns=["size"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    args.repeat = args.repeat or 3
+    table, header = run(args)
+    show = table.drop(columns=["size", "seconds_min", "seconds_max", "ratio_min", "ratio_max", "gmacs_per_screen"], errors="ignore")
+    if "ratio" in table:
+        show.insert(2, "ratio range", [f"{a:.3g}-{b:.3g}" if np.isfinite(a) else "" for a, b in
+                                       zip(table["ratio_min"].fillna(np.nan), table["ratio_max"].fillna(np.nan))])
+    with pd.option_context("display.width", 300, "display.max_columns", 30, "display.max_colwidth", 90):
+        print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"# size: {table['size'].iloc[0]}")
+    print(header[-1])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)

@@ -147,7 +147,7 @@ def test_plan_from_config_alone(bundle, tmp_path):
         make_backend("onnx", bundle, device="cpu")
     with pytest.raises(InputError, match="artifact for method onnx not found"):
         make_backend("onnx", bundle, device="cpu", artifacts=[tmp_path / "model.onnx"])
-    assert DEFAULT_BATCHING["onnx_int8"] == "cell_grouped" and DEFAULT_BATCHING["baseline"] == "input_order"
+    assert DEFAULT_BATCHING["onnx_int8"] == "cell" and DEFAULT_BATCHING["baseline"] == "input_order"
 
 
 def test_run_check_where_the_job_runs(monkeypatch):
@@ -378,3 +378,77 @@ def test_benchmark_quick(tmp_path):
     base = rows.set_index("name").loc["baseline"]
     assert base["ratio"] == pytest.approx(1.0) and (rows["seconds"] > 0).all()
     assert (rows["agreement"] > 0.999).all()
+    assert (rows["gops"] > 0).all() and rows.set_index("name").loc["onnx_int8", "pct_int8_peak"] > 0
+    assert {"ratio_min", "ratio_max", "seconds_min", "seconds_max", "meets_bar", "effect_spearman"} <= set(rows.columns)
+    # the CPU it ran on: flags, the int8 kernel, the clock and where it comes from, the peaks
+    for text in ("# SIMD flags:", "# ONNX Runtime int8 kernel", "# clock:", "# peak int8", "# int8 candidates", "# kept ",
+                 "# tuned:", "# work per screen"):
+        assert text in proc.stdout, text
+
+
+def test_int8_batch_size_and_threads_as_quantize_onnx_tuned_them(model_dir, tmp_path):
+    """isp.batch_size.onnx_int8 'auto': the batch size (and threads, where fewer were faster) that
+    quantize_onnx measured fastest, read from the int8 file; a file without them gets the fallback."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from netpert.isp.export import export_onnx, sample_batches
+    from netpert.isp.methods import AUTO, REGISTRY
+    from netpert.isp.model import as_bundle
+    from netpert.isp.quantize import TUNED_KEY, quantize_onnx, read_tuning
+    from netpert.isp.runner import resolve_settings
+
+    bundle = as_bundle(model_dir)
+    export_onnx(bundle.model, tmp_path / "model.onnx", layer=-2)
+    batches = sample_batches(bundle.model.config.vocab_size, [(4, 24)] * 2, seed=0)
+    int8 = tmp_path / "model.int8.onnx"
+    report = quantize_onnx(tmp_path / "model.onnx", int8, batches, candidates=["dynamic-qint8-perchannel"], drift=False,
+                           threads=2, tune_batch_sizes=(2, 8), timing_rounds=1, bar={"spearman": -1.0})
+    tuned = read_tuning(int8)
+    assert REGISTRY["onnx_int8"].batch_size == AUTO
+    s = resolve_settings("onnx_int8", threads=2, artifacts=int8)
+    assert (s["batching"], s["batch_size"]) == ("cell", report["tuning"]["batch_size"]) == ("cell", tuned["batch_size"])
+    assert s["threads"] == (2 if tuned["threads"] == 2 else 1) and s["tuning"]["source"] == "model.int8.onnx (quantize_onnx)"
+
+    def retuned(values, name):
+        proto = onnx.load(str(int8))
+        for p in proto.metadata_props:
+            if p.key == TUNED_KEY:
+                p.value = json.dumps(values)
+        path = tmp_path / name / "model.int8.onnx"
+        path.parent.mkdir()
+        onnx.save(proto, str(path))
+        return path
+
+    one = retuned({**tuned, "batch_size": 3, "threads": 1, "threads_tried": [1, 2, 4]}, "one")
+    assert {k: resolve_settings("onnx_int8", threads=4, artifacts=one)[k] for k in ("batch_size", "threads")} == {"batch_size": 3, "threads": 1}
+    # the most threads tried was fastest: the job keeps its own (more may be faster still)
+    most = retuned({**tuned, "batch_size": 3, "threads": 2, "threads_tried": [1, 2]}, "most")
+    assert resolve_settings("onnx_int8", threads=4, artifacts=most)["threads"] == 4
+    assert resolve_settings("onnx_int8", threads=1, artifacts=one)["threads"] == 1
+    # an explicit number, another batching, a file without tuning
+    assert resolve_settings("onnx_int8", None, 5, 2, int8)["batch_size"] == 5
+    other = resolve_settings("onnx_int8", "cell_grouped", None, 2, int8)
+    assert other["batch_size"] == REGISTRY["onnx_int8"].fallback_batch_size and "tuned for batching cell" in other["tuning"]["reason"]
+    plain = tmp_path / "plain.int8.onnx"
+    quantize_onnx(tmp_path / "model.onnx", plain, batches, candidates=["dynamic-qint8"], drift=False, tune=False,
+                  timing_rounds=1, bar={"spearman": -1.0})
+    assert read_tuning(plain) is None
+    fallback = resolve_settings("onnx_int8", threads=2, artifacts=plain)
+    assert fallback["batch_size"] == 16 and fallback["threads"] == 2 and fallback["tuning"]["reason"] == "no tuning recorded in the artifact"
+    assert resolve_settings("batched", threads=2) == {"batching": "length_sorted", "batch_size": 32, "threads": 2, "tuning": None}
+    with pytest.raises(InputError, match="must be a positive integer or 'auto'"):
+        resolve_settings("onnx_int8", None, "many", 2, int8)
+    with pytest.raises(InputError, match="batch_size must be >= 1"):
+        resolve_settings("batched", None, 0)
+    with pytest.raises(InputError, match="unknown batching"):
+        resolve_settings("batched", "random")
+    # the job: the tuned batch size and the tuning in perf.json
+    tok = tmp_path / "T.parquet"
+    tokenize_stratum(stratum_cells(), model_dir, tok, targets_source="list", genes=["G0", "G1"])
+    npz, perf = tmp_path / "i8.npz", tmp_path / "i8.perf.json"
+    infer_stratum(tok, model_dir, npz, perf, method="onnx_int8", device="cpu", threads=2, repeats=1, artifacts=[str(one)])
+    p = json.loads(perf.read_text())
+    assert (p["batching"], p["batch_size"], p["threads"]) == ("cell", 3, 1)
+    assert p["backend"]["tuning"]["batch_size"] == 3 and p["backend"]["tuning"]["source"].startswith("model.int8.onnx")
+    assert read_result(npz)["metadata"]["batch_size"] == 3

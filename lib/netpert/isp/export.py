@@ -98,6 +98,30 @@ def _layer_encoder_class():
     return LayerEncoder
 
 
+def encoder_macs(config, lengths, layers: int | None = None, mlm_head: bool = False) -> dict:
+    """Multiply-adds of BERT (Geneformer) forwards over sequences of ``lengths`` tokens, counted
+    from the architecture (``config``: hidden H, intermediate I, vocabulary V).
+
+    Per sequence of L tokens and layer: the Q, K, V and output projections 4·L·H², the
+    feed-forward 2·L·H·I (``linear``: the weight matrices, int8 in ``onnx_int8``) and the
+    attention scores Q·Kᵀ and their weighting of V, 2·L²·H (``attention``: activations times
+    activations, float in every method); ``layers`` layers (default all); with ``mlm_head`` the
+    masked-LM head too (L·H² + L·H·V, what Helical's forward computes). Embedding lookups,
+    layer norms, softmax and pooling are not multiply-adds and are left out. Returns the sums
+    over ``lengths`` (a length or a sequence of them): ``linear``, ``attention``, ``head``, ``total``.
+    """
+    H, inter, V = int(config.hidden_size), int(config.intermediate_size), int(config.vocab_size)
+    n = int(config.num_hidden_layers if layers is None else layers)
+    L = np.atleast_1d(np.asarray(lengths, dtype=np.float64))
+    out = {
+        "linear": float(n * L.sum() * (4 * H * H + 2 * H * inter)),
+        "attention": float(n * 2 * (L**2).sum() * H),
+        "head": float(L.sum() * (H * H + H * V)) if mlm_head else 0.0,
+    }
+    out["total"] = out["linear"] + out["attention"] + out["head"]
+    return out
+
+
 def layer_encoder(model, layer: int = -2):
     """A torch module ``(input_ids, attention_mask) -> (cell, tokens)`` of ``layer`` (a copy, eval mode)."""
     bert = encoder_of(model)

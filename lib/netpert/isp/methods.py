@@ -23,6 +23,9 @@ from netpert.errors import InputError
 DEVICES = ("auto", "cpu", "cuda")
 #: batching strategies (see :func:`netpert.isp.runner.make_batches`)
 BATCHINGS = ("input_order", "length_sorted", "cell_grouped", "cell")
+#: a method's batch size ``auto``: the batch size (and threads) its artifact rule measured fastest on
+#: the machine that ran it (``quantize_onnx``: :func:`netpert.isp.quantize.read_tuning`)
+AUTO = "auto"
 
 
 def _always(device: str) -> tuple[bool, str]:
@@ -91,19 +94,21 @@ class Method:
     model folder itself); ``needs_cuda``: it cannot run without a CUDA device;
     ``available(device)`` says whether its software is present where the job runs;
     ``gain(device)`` whether it can be expected to be faster than ``batched`` there (``auto``
-    leaves it out where not).
+    leaves it out where not). ``batch_size`` :data:`AUTO`: as tuned by the artifact rule on its
+    machine (recorded in the artifact), ``fallback_batch_size`` for an artifact without tuning.
     """
 
     name: str
     summary: str
     batching: str
-    batch_size: int
+    batch_size: int | str
     factory: Callable
     artifact: str | None = None
     artifact_rule: str | None = None
     needs_cuda: bool = False
     available: Callable[[str], tuple[bool, str]] = _always
     gain: Callable[[str], tuple[bool, str]] = _always
+    fallback_batch_size: int | None = None
 
     def check(self, device: str) -> tuple[bool, str]:
         """Whether the method can run on ``device`` (``cpu`` / ``cuda``, resolved) here, and why not."""
@@ -124,12 +129,14 @@ REGISTRY: dict[str, Method] = {
             "onnx", "ONNX Runtime on the exported encoder", "length_sorted", 8, _onnx("onnx"),
             artifact="model.onnx", artifact_rule="export_onnx", available=_module_check("netpert.isp.backends.onnx"),
         ),
-        # dynamic int8 quantisation scales activations per batch: keep a cell's original and its
-        # perturbations in one batch so they are quantised alike
+        # dynamic int8 quantisation scales activations per batch: one cell (its original and its
+        # perturbations) per batch, so they are quantised alike and a cell's results do not depend
+        # on the other cells (nor on shards); batch size and threads as quantize_onnx measured
+        # fastest on its machine (16 for a file without that record)
         Method(
-            "onnx_int8", "ONNX Runtime, int8-quantised encoder", "cell_grouped", 8, _onnx("onnx_int8"),
+            "onnx_int8", "ONNX Runtime, int8-quantised encoder", "cell", AUTO, _onnx("onnx_int8"),
             artifact="model.int8.onnx", artifact_rule="quantize_onnx",
-            available=_module_check("netpert.isp.backends.onnx"),
+            available=_module_check("netpert.isp.backends.onnx"), fallback_batch_size=16,
         ),
         Method(
             "tensorrt", "TensorRT FP16 engine (CUDA only)", "length_sorted", 64, _tensorrt,

@@ -27,8 +27,18 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- int8 quantisation
 
-DEFAULT_CANDIDATES = ("dynamic-qint8", "dynamic-quint8", "dynamic-qint8-perchannel", "static-qdq")
-SELECT_RULES = ("shift", "accuracy", "speed")
+DEFAULT_CANDIDATES = (
+    "dynamic-qint8",
+    "dynamic-quint8",
+    "dynamic-qint8-perchannel",
+    "dynamic-qint8-perchannel-reduced",
+    "static-qdq",
+)
+SELECT_RULES = ("speed", "shift", "accuracy")
+#: batch sizes (most items per batch) the tuning of the kept int8 file tries
+DEFAULT_TUNE_BATCH_SIZES = (4, 8, 16, 32)
+#: metadata key of the int8 file holding the tuned batching, batch size and threads (JSON)
+TUNED_KEY = "netpert.tuned"
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,10 @@ class QuantRecipe:
     isolate_inputs: bool = True
     #: static only: also round the MatMul outputs to 8 bits (QDQ default; costs accuracy)
     quantize_outputs: bool = False
+    #: 7-bit weights (ORT's ``reduce_range``): a u8 x s8 pair sum stays within int16, so the u8s8
+    #: kernel of CPUs without VNNI (AVX2, AVX-512 before VNNI: ``vpmaddubsw``, 16-bit saturating)
+    #: cannot saturate; costs one bit of weight precision
+    reduce_range: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +83,9 @@ QUANT_RECIPES = {
         QuantRecipe("dynamic-quint8", "dynamic", weight_type="QUInt8"),
         QuantRecipe("dynamic-qint8-perchannel", "dynamic", weight_type="QInt8", per_channel=True),
         QuantRecipe("dynamic-quint8-perchannel", "dynamic", weight_type="QUInt8", per_channel=True),
+        QuantRecipe("dynamic-qint8-reduced", "dynamic", weight_type="QInt8", reduce_range=True),
+        QuantRecipe("dynamic-qint8-perchannel-reduced", "dynamic", weight_type="QInt8", per_channel=True, reduce_range=True),
+        QuantRecipe("static-qdq-s8s8", "static", weight_type="QInt8", activation_type="QInt8", per_channel=True),
         QuantRecipe("static-qdq", "static", weight_type="QInt8", activation_type="QUInt8", per_channel=True),
         QuantRecipe(
             "static-qdq-percentile",
@@ -371,6 +388,7 @@ def quantize_with_recipe(src, dst, recipe: QuantRecipe, calibration=None) -> Non
             str(dst),
             op_types_to_quantize=list(recipe.op_types),
             per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
             weight_type=getattr(QuantType, recipe.weight_type),
         )
         return
@@ -398,6 +416,7 @@ def quantize_with_recipe(src, dst, recipe: QuantRecipe, calibration=None) -> Non
             op_types_to_quantize=list(recipe.op_types),
             nodes_to_quantize=nodes,
             per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
             activation_type=getattr(QuantType, recipe.activation_type),
             weight_type=getattr(QuantType, recipe.weight_type),
             calibrate_method=getattr(CalibrationMethod, recipe.calibrate_method),
@@ -415,6 +434,122 @@ def _embed_all(backend, batches) -> tuple[np.ndarray, float]:
     return np.concatenate(cells), time.perf_counter() - t0
 
 
+def int8_kernel(flags=None) -> str:
+    """The int8 matrix kernel ONNX Runtime's MLAS picks on a CPU with ``flags`` (its CPUID dispatch:
+    onnxruntime/core/mlas/lib/platform.cpp), in words. MLAS chooses by CPUID at run time; no
+    session option or environment variable caps it."""
+    from netpert.machine import cpu_flags
+
+    flags = set(cpu_flags() if flags is None else flags)
+    if {"avx512_vnni", "avx512bw"} <= flags or "avx512_vnni" in flags:
+        return "u8s8 AVX-512 VNNI (vpdpbusd, 32-bit accumulation: no saturation)"
+    if "avx_vnni" in flags:
+        return "u8s8 AVX-VNNI (vpdpbusd on 256 bits: no saturation)"
+    if "avx512bw" in flags:
+        return "u8s8 AVX-512BW (vpmaddubsw: u8 x s8 pair sums saturate at 16 bits; 7-bit weights or u8u8 avoid it)"
+    if "avx2" in flags:
+        return "u8s8 AVX2 (vpmaddubsw: u8 x s8 pair sums saturate at 16 bits; 7-bit weights or u8u8 avoid it)"
+    return "u8s8 SSE / portable kernel"
+
+
+def synthetic_screens(cells, n_cells: int = 32, n_perturb: int = 3, seed: int = 0) -> list[list[np.ndarray]]:
+    """Screens for timing and shift checks where no perturbation plan is at hand: ``n_cells`` of
+    ``cells`` (1-D token arrays), each followed by ``n_perturb`` copies with one random gene token
+    (not the first) deleted, as an ISP deletion does."""
+    rng = np.random.default_rng(seed)
+    cells = [np.asarray(c, dtype=np.int64).ravel() for c in cells]
+    eligible = [i for i, c in enumerate(cells) if len(c) >= n_perturb + 2]
+    chosen = rng.choice(eligible, size=min(n_cells, len(eligible)), replace=False) if eligible else []
+    screens = []
+    for i in chosen:
+        cell = cells[i]
+        positions = rng.choice(np.arange(1, len(cell)), size=n_perturb, replace=False)
+        screens.append([cell] + [_delete_token(cell, int(p)) for p in positions])
+    return screens
+
+
+def _screen_batches(screens, batching: str, batch_size: int):
+    """Padded batches of ``screens`` made as the runner makes them, and each item's (screen, row)."""
+    from netpert.isp.runner import make_batches
+
+    items = [(g, k) for g, screen in enumerate(screens) for k in range(len(screen))]
+    lengths = [len(screens[g][k]) for g, k in items]
+    batches = make_batches(lengths, [g for g, _ in items], batching, batch_size)
+    return [pad_batch([screens[items[i][0]][items[i][1]] for i in b]) for b in batches], [[items[i] for i in b] for b in batches]
+
+
+def _embed_screens(backend, screens, batches, index) -> list[np.ndarray]:
+    """Cell embeddings of every screen (rows: the cell, then its perturbations)."""
+    out = [np.zeros((len(s), 0), dtype=np.float32) for s in screens]
+    rows = {}
+    for (ids, mask), idx in zip(batches, index):
+        cell = backend.embed(ids, mask).cell
+        for r, key in enumerate(idx):
+            rows[key] = cell[r]
+    for g, screen in enumerate(screens):
+        out[g] = np.stack([rows[(g, k)] for k in range(len(screen))])
+    return out
+
+
+def _shifts(embedded) -> np.ndarray:
+    """1 - cosine(original, perturbed) of every perturbation of every screen."""
+    return np.concatenate(
+        [1.0 - cosine_rows(np.repeat(e[:1], len(e) - 1, axis=0), e[1:]) for e in embedded if len(e) > 1] or [np.zeros(0)]
+    )
+
+
+def screen_accuracy(embedded, reference) -> dict:
+    """Cosines of every screen item with the reference's and the agreement of the perturbation shifts."""
+    from netpert.isp.metrics import spearman
+
+    cos = cosine_rows(np.concatenate(embedded), np.concatenate(reference))
+    mine, ref = _shifts(embedded), _shifts(reference)
+    err = np.abs(mine - ref)
+    rho = spearman(mine, ref)
+    return {
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+        "n_shifts": int(len(ref)),
+        "shift_spearman": None if not np.isfinite(rho) else float(rho),
+        "shift_error_mean": float(err.mean()) if len(err) else None,
+        "shift_error_relative": float(err.mean() / max(ref.mean(), 1e-300)) if len(err) else None,
+    }
+
+
+def time_rounds(runs: dict, rounds: int = 3) -> dict[str, list[float]]:
+    """Wall seconds of each ``runs[name]()`` in ``rounds`` rounds, the names interleaved and their
+    order rotated round by round (load from other processes then hits every name alike)."""
+    names = list(runs)
+    out = {n: [] for n in names}
+    for r in range(int(rounds)):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            runs[n]()
+            out[n].append(round(time.perf_counter() - t0, 5))
+    return out
+
+
+def _thread_grid(threads: int) -> list[int]:
+    grid, t = {1, int(threads)}, 2
+    while t < threads:
+        grid.add(t)
+        t *= 2
+    return sorted(grid)
+
+
+def _passes(entry: dict, bar: dict) -> list[str]:
+    """The criteria of ``bar`` a candidate misses (empty: it passes)."""
+    failed = []
+    if entry["mean_cosine"] < bar["mean_cosine"]:
+        failed.append(f"mean cosine {entry['mean_cosine']:.6f} < {bar['mean_cosine']}")
+    if entry["min_cosine"] < bar["min_cosine"]:
+        failed.append(f"min cosine {entry['min_cosine']:.6f} < {bar['min_cosine']}")
+    rho = entry.get("screen", {}).get("shift_spearman")
+    if rho is not None and "spearman" in bar and rho < bar["spearman"]:
+        failed.append(f"Spearman of the perturbation shifts {rho:.4f} < {bar['spearman']}")
+    return failed
+
+
 def _choose(candidates: dict, select: str) -> str | None:
     passing = {k: v for k, v in candidates.items() if v.get("passed")}
     if not passing:
@@ -428,6 +563,39 @@ def _choose(candidates: dict, select: str) -> str | None:
     return min(passing, key=key)
 
 
+def _why(report: dict, chosen: str, select: str) -> str:
+    """In words: which candidate was kept and why (the figures it was chosen on)."""
+    cands = report["candidates"]
+    passing = [k for k, v in cands.items() if v.get("passed")]
+    failed = {k: v.get("error") or "; ".join(v.get("failed", [])) for k, v in cands.items() if not v.get("passed")}
+    c = cands[chosen]
+    if select == "speed":
+        others = sorted((cands[k]["seconds"], k) for k in passing if k != chosen)
+        text = (f"{chosen}: the fastest of the {len(passing)} candidates meeting the bar on this CPU "
+                f"({c['seconds']:.3f} s median for the screens, {c['speed_vs_fp32']:.2f}x fp32")
+        text += f"; next {others[0][1]} {others[0][0]:.3f} s)" if others else ")"
+    elif select == "accuracy":
+        text = f"{chosen}: the highest mean cosine with fp32 ({c['mean_cosine']:.6f}) of the {len(passing)} meeting the bar"
+    else:
+        text = (f"{chosen}: of the {len(passing)} meeting the bar, the one whose perturbation shifts differ least "
+                f"from fp32's in mixed batches ({c['drift']['shift_error_mixed_mean']:.3g})")
+    if failed:
+        text += "; not meeting the bar: " + "; ".join(f"{k} ({v})" for k, v in failed.items())
+    return text
+
+
+def read_tuning(path) -> dict | None:
+    """The batching, batch size and threads ``quantize_onnx`` measured fastest for an int8 file
+    (its ``netpert.tuned`` metadata), or None for a file without them."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    raw = next((p.value for p in model.metadata_props if p.key == TUNED_KEY), None)
+    return json.loads(raw) if raw else None
+
+
 def quantize_onnx(
     src,
     dst,
@@ -435,14 +603,18 @@ def quantize_onnx(
     evaluation=None,
     candidates=DEFAULT_CANDIDATES,
     bar: dict | None = None,
-    select: str = "shift",
+    select: str = "speed",
     threads: int = 1,
     drift: bool = True,
     drift_batch_size: int = 8,
     seed: int = 0,
     keep_dir=None,
+    screens=None,
+    timing_rounds: int = 3,
+    tune: bool = True,
+    tune_batch_sizes=DEFAULT_TUNE_BATCH_SIZES,
 ) -> dict:
-    """Quantise the fp32 ``src`` to int8 and keep in ``dst`` the best candidate meeting the bar.
+    """Quantise the fp32 ``src`` to int8 and keep in ``dst`` the fastest candidate meeting the bar.
 
     Parameters
     ----------
@@ -456,36 +628,50 @@ def quantize_onnx(
     candidates
         Recipe names of :data:`QUANT_RECIPES` to try.
     bar
-        ``{"mean_cosine": 0.999, "min_cosine": 0.99}``: a candidate passes when the cosine of its
-        cell embeddings with fp32's meets both on the evaluation batches.
+        ``{"mean_cosine": 0.999, "min_cosine": 0.99, "spearman": 0.95}``: a candidate passes when
+        the cosines of its cell embeddings with fp32's (evaluation batches and screens) meet the
+        first two and the Spearman correlation of its perturbation shifts with fp32's meets the third.
     select
-        Among passing candidates keep the one with the smallest ISP ``"shift"`` error against
-        fp32 when a cell and its perturbations sit in different, mixed batches (the
-        composition drift of dynamic scales plus the quantisation error; needs ``drift``),
-        the best ``"accuracy"`` (mean cosine) or the best ``"speed"`` on the evaluation batches.
+        Among passing candidates keep the ``"speed"`` one (default: the shortest median time for
+        the screens, measured here, in the ``onnx_int8`` method's batching), the best
+        ``"accuracy"`` (mean cosine), or the smallest ISP ``"shift"`` error against fp32 when a cell
+        and its perturbations sit in different, mixed batches (needs ``drift``).
     threads
-        ONNX Runtime intra-op threads.
+        ONNX Runtime intra-op threads (the most the tuning tries).
     drift, drift_batch_size
-        Also measure :func:`composition_drift` of every candidate (and of fp32) on the
-        evaluation cells.
+        Also measure :func:`composition_drift` of every candidate (and of fp32).
     keep_dir
-        When given, every candidate's quantised file is also kept there as ``{name}.onnx``
-        (for benchmarks that time each recipe).
+        When given, every candidate's quantised file is also kept there as ``{name}.onnx``.
+    screens
+        ISP screens to time and to check the shifts on: a list of groups, each a cell's token ids
+        (1-D) followed by its perturbed encodings (:func:`screen_groups` reads them from the token
+        files); default: :func:`synthetic_screens` of the evaluation cells (3 deletions each).
+    timing_rounds
+        Rounds of the timing (candidates interleaved, order rotated); the median is kept.
+    tune, tune_batch_sizes
+        Time the kept file at every thread count up to ``threads`` (1, powers of two, ``threads``)
+        and batch size of ``tune_batch_sizes`` (those giving distinct batches) and write the
+        fastest into its metadata (:func:`read_tuning`), which ``onnx_int8`` jobs use.
 
     Returns
     -------
     dict
-        Report with the pre-processing, fp32 timing, every candidate's recipe, cosines,
-        timing, file size, drift figures (or error), and ``chosen``.
+        Report: the CPU and its int8 kernel, pre-processing, fp32's figures, every candidate's
+        recipe, cosines, shift agreement, timing rounds and median, speed against fp32, file size,
+        drift (or error), whether it passed and why not, ``chosen`` with ``why``, and ``tuning``.
 
     Raises
     ------
     QuantizationError
         When no candidate passes (an :class:`InputError`: the message lists every candidate's figures).
     """
+    import json
+
     import onnx
 
     from netpert.isp.backends.onnx import OnnxBackend
+    from netpert.isp.methods import get_method
+    from netpert.machine import cpu_summary
 
     bar = {**DEFAULT_BAR, **(bar or {})}
     if select not in SELECT_RULES:
@@ -493,6 +679,8 @@ def quantize_onnx(
     recipes = [parse_recipe(name) for name in candidates]
     if not recipes:
         raise InputError("no int8 candidates given (isp.onnx.int8_candidates is empty)")
+    if int(timing_rounds) < 1:
+        raise InputError(f"timing_rounds must be >= 1, got {timing_rounds}")
     calibration = list(calibration)
     evaluation = list(evaluation) if evaluation is not None else calibration
     if not evaluation:
@@ -501,6 +689,8 @@ def quantize_onnx(
     if not src.is_file():
         raise InputError(f"fp32 ONNX model not found: {src} (run export_onnx first)")
     metadata = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    method = get_method("onnx_int8")
+    batching, batch_size = method.batching, int(method.fallback_batch_size or 8)
 
     report = {
         "src": src.name,  # names only: the report is the same bytes in any folder
@@ -508,6 +698,7 @@ def quantize_onnx(
         "bar": bar,
         "select": select,
         "threads": int(threads),
+        "machine": {"cpu": cpu_summary(), "int8_kernel": int8_kernel()},
         "n_calibration_batches": len(calibration),
         "n_calibration_cells": int(sum(len(b[0]) for b in calibration)),
         "n_evaluation_batches": len(evaluation),
@@ -516,6 +707,28 @@ def quantize_onnx(
         "candidates": {},
     }
     eval_cells = unpad_batches(evaluation)
+    source = "the token files' perturbation plan"
+    if screens is None:
+        screens, source = synthetic_screens(eval_cells, seed=seed), "3 random deletions per evaluation cell"
+    screens = [[np.asarray(x, dtype=np.int64).ravel() for x in g] for g in screens if len(g)]
+    if not screens:
+        raise InputError("quantize_onnx needs at least one screen (a cell and its perturbations) to time the candidates")
+    s_batches, s_index = _screen_batches(screens, batching, batch_size)
+    report["screens"] = {
+        "source": source,
+        "n_cells": len(screens),
+        "n_sequences": int(sum(len(g) for g in screens)),
+        "n_perturbations": int(sum(len(g) - 1 for g in screens)),
+        "mean_length": float(np.mean([len(x) for g in screens for x in g])),
+        "batching": batching,
+        "batch_size": batch_size,
+        "n_batches": len(s_batches),
+        "timing_rounds": int(timing_rounds),
+    }
+
+    def screen_run(backend):
+        return lambda: [backend.embed(ids, mask, return_tokens=True) for ids, mask in s_batches]
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize_", dir=dst.parent) as tmp:
         tmp = Path(tmp)
@@ -523,10 +736,12 @@ def quantize_onnx(
         report["preprocess"] = preprocess_for_quantization(src, pre)
         report["attention_fused"] = fuse_file(pre, metadata)
         fp32 = OnnxBackend(src, threads=threads, providers="cpu", name="onnx")
-        ref, seconds = _embed_all(fp32, evaluation)
-        report["fp32"] = {"seconds": round(seconds, 4), "file_size_bytes": os.path.getsize(src)}
+        ref, _ = _embed_all(fp32, evaluation)
+        ref_screens = _embed_screens(fp32, screens, s_batches, s_index)
+        report["fp32"] = {"file_size_bytes": os.path.getsize(src)}
         if drift:
             report["fp32"]["drift"] = composition_drift(fp32, eval_cells, batch_size=drift_batch_size, seed=seed)
+        backends = {}
         for recipe in recipes:
             entry = {"recipe": recipe.as_dict()}
             report["candidates"][recipe.name] = entry
@@ -536,27 +751,40 @@ def quantize_onnx(
                 quantize_with_recipe(pre, path, recipe, calibration)
                 entry["quantize_seconds"] = round(time.perf_counter() - t0, 3)
                 backend = OnnxBackend(path, threads=threads, providers="cpu", name="onnx_int8")
-                emb, seconds = _embed_all(backend, evaluation)
+                emb, _ = _embed_all(backend, evaluation)
+                mine = _embed_screens(backend, screens, s_batches, s_index)
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing recipe is reported, the others go on
                 entry.update(passed=False, error=f"{type(exc).__name__}: {exc}"[:500])
                 log.warning("int8 candidate %s failed: %s", recipe.name, entry["error"])
                 continue
-            cos = cosine_rows(emb, ref)
+            cos = np.concatenate([cosine_rows(emb, ref), cosine_rows(np.concatenate(mine), np.concatenate(ref_screens))])
             entry.update(
                 mean_cosine=float(cos.mean()),
                 min_cosine=float(cos.min()),
-                seconds=round(seconds, 4),
+                screen=screen_accuracy(mine, ref_screens),
                 file_size_bytes=os.path.getsize(path),
-                passed=bool(cos.mean() >= bar["mean_cosine"] and cos.min() >= bar["min_cosine"]),
             )
             if drift:
                 entry["drift"] = composition_drift(
                     backend, eval_cells, reference=fp32, batch_size=drift_batch_size, seed=seed
                 )
-            backend.close()
-            log.info("int8 candidate %s: %s", recipe.name, {k: v for k, v in entry.items() if k != "recipe"})
+            entry["failed"] = _passes(entry, bar)
+            entry["passed"] = not entry["failed"]
+            backends[recipe.name] = backend
+        # speed: every candidate and fp32 on the same screens, interleaved
+        rounds = time_rounds({"fp32": screen_run(fp32), **{k: screen_run(b) for k, b in backends.items()}}, timing_rounds)
+        report["fp32"].update(seconds=float(np.median(rounds["fp32"])), seconds_rounds=rounds["fp32"],
+                              sequences_per_s=report["screens"]["n_sequences"] / float(np.median(rounds["fp32"])))
+        for name in backends:
+            entry = report["candidates"][name]
+            med = float(np.median(rounds[name]))
+            entry.update(seconds=med, seconds_rounds=rounds[name], sequences_per_s=report["screens"]["n_sequences"] / med,
+                         speed_vs_fp32=report["fp32"]["seconds"] / med)
+            log.info("int8 candidate %s: %s", name, {k: v for k, v in entry.items() if k not in ("recipe", "drift")})
+        for b in backends.values():
+            b.close()
         fp32.close()
         if keep_dir is not None:
             Path(keep_dir).mkdir(parents=True, exist_ok=True)
@@ -567,28 +795,132 @@ def quantize_onnx(
                         Path(keep_dir) / f"{name}.onnx",
                         {**metadata, "netpert.precision": "int8", "netpert.quantization": name},
                     )
-        chosen = _choose(report["candidates"], select if drift or select != "shift" else "accuracy")
-        report["select_used"] = select if drift or select != "shift" else "accuracy"
+        select_used = select if drift or select != "shift" else "accuracy"
+        chosen = _choose(report["candidates"], select_used)
+        report["select_used"] = select_used
         report["chosen"] = chosen
         if chosen is None:
             figures = "; ".join(
-                f"{k}: " + (f"mean {v['mean_cosine']:.5f}, min {v['min_cosine']:.5f}" if "mean_cosine" in v else v["error"])
+                f"{k}: " + (f"mean {v['mean_cosine']:.5f}, min {v['min_cosine']:.5f}"
+                            + (f", shift Spearman {v['screen']['shift_spearman']:.3f}" if v["screen"]["shift_spearman"] is not None else "")
+                            if "mean_cosine" in v else v["error"])
                 for k, v in report["candidates"].items()
             )
             raise QuantizationError(
                 f"no int8 candidate meets the consistency bar (mean cosine >= {bar['mean_cosine']}, "
-                f"min >= {bar['min_cosine']} vs fp32) on {report['n_evaluation_cells']} cells: {figures}. "
+                f"min >= {bar['min_cosine']}, Spearman of shifts >= {bar['spearman']} vs fp32) on "
+                f"{report['n_evaluation_cells']} cells and {len(screens)} screens: {figures}. "
                 "Try other isp.onnx.int8_candidates (e.g. static-qdq, *-perchannel), more n_calibration, "
                 "or leave onnx_int8 out of isp.methods",
                 report,
             )
+        report["why"] = _why(report, chosen, select_used)
         # dynamic scales depend on the batch: keep a cell and its perturbations in one batch
-        report["recommended_batching"] = "cell_grouped" if parse_recipe(chosen).mode == "dynamic" else "any"
+        report["recommended_batching"] = "cell" if parse_recipe(chosen).mode == "dynamic" else "any"
+        if tune:
+            report["tuning"] = tune_file(tmp / f"{chosen}.onnx", screens, batching, threads, tune_batch_sizes, timing_rounds)
         metadata.update({"netpert.precision": "int8", "netpert.quantization": chosen})
+        if tune:
+            t = report["tuning"]
+            metadata[TUNED_KEY] = json.dumps({k: t[k] for k in ("batching", "batch_size", "threads", "threads_tried", "cpu")})
         with atomic_path(dst) as out:
             write_single_file(tmp / f"{chosen}.onnx", out, metadata)
         report["file_size_bytes"] = os.path.getsize(dst)
     return report
+
+
+def tune_file(path, screens, batching: str, threads: int, batch_sizes=DEFAULT_TUNE_BATCH_SIZES, rounds: int = 3) -> dict:
+    """Time the ONNX file ``path`` on ``screens`` at every thread count up to ``threads`` and every
+    batch size of ``batch_sizes`` that makes distinct batches (in ``batching``); returns the grid
+    (every round's seconds and the median) and the fastest setting, with the CPU it ran on."""
+    from netpert.isp.backends.onnx import OnnxBackend
+    from netpert.machine import cpu_summary
+
+    threads_tried = _thread_grid(threads)
+    layouts, same_as = {}, {}
+    # of batch sizes that give the same batches, the largest is timed (and kept: it splits no
+    # more than what was measured)
+    for b in sorted({int(x) for x in batch_sizes}, reverse=True):
+        batches, index = _screen_batches(screens, batching, b)
+        key = tuple(tuple(i) for i in index)
+        first = next((k for k, v in layouts.items() if v[2] == key), None)
+        if first is None:
+            layouts[b] = (batches, index, key)
+        else:
+            same_as[b] = first
+    backends = {t: OnnxBackend(path, threads=t, providers="cpu", name="onnx_int8") for t in threads_tried}
+    runs = {
+        (t, b): (lambda be=backends[t], bs=layouts[b][0]: [be.embed(i, m, return_tokens=True) for i, m in bs])
+        for t in threads_tried for b in layouts
+    }
+    for run in runs.values():  # first-call costs (per shape allocations) out of the timing
+        run()
+    timed = time_rounds(runs, rounds)
+    for be in backends.values():
+        be.close()
+    grid = [
+        {"threads": t, "batch_size": b, "n_batches": len(layouts[b][0]), "seconds_rounds": timed[(t, b)],
+         "seconds": float(np.median(timed[(t, b)]))}
+        for (t, b) in runs
+    ]
+    best = min(grid, key=lambda g: (g["seconds"], -g["batch_size"], g["threads"]))
+    slowest = max(g["seconds"] for g in grid)
+    return {
+        "batching": batching,
+        "batch_size": best["batch_size"],
+        "threads": best["threads"],
+        "threads_tried": threads_tried,
+        "batch_sizes_same_batches": {str(k): v for k, v in same_as.items()},
+        "grid": grid,
+        "cpu": cpu_summary(),
+        "why": (f"{best['threads']} thread(s), batches of at most {best['batch_size']} ({batching}): the shortest median "
+                f"time of {len(grid)} settings ({best['seconds']:.3f} s; slowest {slowest:.3f} s)"),
+    }
+
+
+def screen_groups(paths, n_calibration: int = 64, n_evaluation: int | None = None, n_cells: int = 32, seed: int = 0):
+    """ISP screens of held-out cells from tokenized parquet files (``isp_tokenize`` outputs): up to
+    ``n_cells`` of the evaluation cells of :func:`token_batches` (same draw), each followed by
+    its perturbed encodings under its file's perturbation plan. Returns ``(screens, info)``;
+    ``screens`` is None where no file holds a perturbation plan."""
+    from netpert.isp.perturb import expand
+    from netpert.isp.tokens import read_tokens, special_ends
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    cells, plans = [], []
+    for path in paths:
+        tok = read_tokens(path)
+        n_prefix, n_suffix = special_ends(bool(tok.meta.get("special_tokens", False)))
+        for ids in tok.input_ids:
+            if len(ids):
+                cells.append(np.asarray(ids, dtype=np.int64))
+                plans.append((tok.specs, tok.shift_fraction, tok.meta.get("max_len"), n_prefix, n_suffix))
+    if not any(p[0] for p in plans):
+        return None, {"n_cells": 0, "reason": "no perturbation plan in the token files"}
+    _, eval_idx = _split(len(cells), n_calibration, n_evaluation, seed)
+    screens = []
+    for i in eval_idx[: int(n_cells)]:
+        specs, fraction, max_len, n_prefix, n_suffix = plans[i]
+        exp = expand([cells[i]], specs, fraction, max_len, n_prefix, n_suffix)
+        screens.append([cells[i]] + [np.asarray(x, dtype=np.int64) for x in exp.input_ids])
+    info = {"n_cells": len(screens), "n_perturbations": int(sum(len(s) - 1 for s in screens))}
+    return screens, info
+
+
+def _split(n: int, n_calibration: int, n_evaluation: int | None, seed: int):
+    """Indices of the calibration and evaluation cells of ``n`` (see :func:`token_batches`)."""
+    if int(n_calibration) < 1:
+        raise InputError(f"n_calibration must be >= 1, got {n_calibration}")
+    n_evaluation = int(n_calibration if n_evaluation is None else n_evaluation)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    if n >= n_calibration + n_evaluation:
+        return order[:n_calibration], order[n_calibration : n_calibration + n_evaluation]
+    if n >= 2:
+        half = n // 2
+        return order[:half], order[half:]
+    return order, order
 
 
 def token_batches(paths, n_calibration: int = 64, n_evaluation: int | None = None, batch_size: int = 8, seed: int = 0):
@@ -616,18 +948,7 @@ def token_batches(paths, n_calibration: int = 64, n_evaluation: int | None = Non
     cells = [c for c in cells if len(c) > 0]
     if not cells:
         raise InputError(f"the token files {list(map(str, paths))} hold no cells with tokens")
-    if int(n_calibration) < 1:
-        raise InputError(f"n_calibration must be >= 1, got {n_calibration}")
-    n_evaluation = int(n_calibration if n_evaluation is None else n_evaluation)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(cells))
-    if len(cells) >= n_calibration + n_evaluation:
-        cal_idx, eval_idx = order[:n_calibration], order[n_calibration : n_calibration + n_evaluation]
-    elif len(cells) >= 2:
-        half = len(cells) // 2
-        cal_idx, eval_idx = order[:half], order[half:]
-    else:
-        cal_idx = eval_idx = order
+    cal_idx, eval_idx = _split(len(cells), n_calibration, n_evaluation, seed)
 
     def batches(index):
         return [pad_batch([cells[i] for i in index[s : s + batch_size]]) for s in range(0, len(index), batch_size)]

@@ -12,8 +12,11 @@
 
 Batching strategies: ``input_order`` (Helical's: consecutive batches in the plan's order, a
 cell's original then its perturbations), ``length_sorted`` (longest first: batches of near
-equal length, little padding), ``cell_grouped`` (a cell's original and its perturbations in
-one batch, needed where activations are quantised per batch).
+equal length, little padding), ``cell_grouped`` (whole cells packed into batches: a cell's
+original and its perturbations share a batch, needed where activations are quantised per
+batch), ``cell`` (one cell per batch: one length but for the token a deletion removes, and a
+cell's results independent of the other cells'). :func:`resolve_settings` turns a method's
+batch size ``auto`` into the one its artifact was tuned to.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pandas as pd
 from netpert.errors import InputError
 from netpert.isp import metrics
 from netpert.isp.backends.base import pad_batch
-from netpert.isp.methods import BATCHINGS, get_method, run_check
+from netpert.isp.methods import AUTO, BATCHINGS, get_method, run_check
 from netpert.isp.perturb import PerturbationSpec, expand
 from netpert.isp.records import (
     NOT_RUN,
@@ -99,6 +102,51 @@ def make_batches(lengths, groups, strategy: str = "length_sorted", batch_size: i
     if current:
         batches.append(np.asarray(current))
     return batches
+
+
+def resolve_settings(method: str, batching: str | None = None, batch_size=None, threads: int = 1, artifacts=None) -> dict:
+    """The batching, batch size and threads a job of ``method`` runs with.
+
+    ``batching`` / ``batch_size`` None take the registry's (:data:`netpert.isp.methods.REGISTRY`).
+    A batch size :data:`~netpert.isp.methods.AUTO` takes the setting the method's artifact rule
+    measured fastest on its machine (:func:`netpert.isp.quantize.read_tuning`): its batch size,
+    and its thread count where that is below the most it tried (never more than ``threads``, the
+    job's); an artifact without one (or tuned for another batching) gets the registry's
+    ``fallback_batch_size``. Returns ``batching``, ``batch_size``, ``threads`` and ``tuning``
+    (what was read, and from where, or why not; None for a batch size given as a number).
+    """
+    record = get_method(method)
+    batching = batching or record.batching
+    if batching not in BATCHINGS:
+        raise InputError(f"unknown batching '{batching}'; use one of {', '.join(BATCHINGS)}")
+    size = record.batch_size if batch_size is None else batch_size
+    threads = int(threads)
+    tuning = None
+    if size == AUTO:
+        tuned = None
+        if record.artifact and artifacts is not None:
+            from netpert.isp.backends import artifact_path
+            from netpert.isp.quantize import read_tuning
+
+            tuned = read_tuning(artifact_path(method, artifacts))
+        if tuned is not None and tuned.get("batching") == batching:
+            size = int(tuned["batch_size"])
+            if int(tuned["threads"]) < max(tuned.get("threads_tried") or [tuned["threads"]]):
+                threads = min(threads, int(tuned["threads"]))
+            tuning = {**tuned, "source": f"{record.artifact} ({record.artifact_rule})"}
+        else:
+            if record.fallback_batch_size is None:
+                raise InputError(f"method {method} has no batch size to fall back on; give isp.batch_size.{method}")
+            size = int(record.fallback_batch_size)
+            tuning = {"source": None, "reason": "no tuning recorded in the artifact" if tuned is None
+                      else f"tuned for batching {tuned.get('batching')}, not {batching}"}
+    try:
+        size = int(size)
+    except (TypeError, ValueError):
+        raise InputError(f"isp.batch_size.{method} must be a positive integer or '{AUTO}', got {size!r}") from None
+    if size < 1:
+        raise InputError(f"batch_size must be >= 1, got {size}")
+    return {"batching": batching, "batch_size": size, "threads": threads, "tuning": tuning}
 
 
 # --------------------------------------------------------------------------- the run
@@ -398,7 +446,6 @@ def infer_stratum(
     batching = batching or record.batching
     if batching not in BATCHINGS:
         raise InputError(f"unknown batching '{batching}'; use one of {', '.join(BATCHINGS)}")
-    batch_size = int(batch_size or record.batch_size)
     tokens = read_tokens(tokens_path)
     if not tokens.cell_ids:
         raise InputError(f"{tokens_path} holds no cells: the stratum is empty")
@@ -413,6 +460,8 @@ def infer_stratum(
     run_device, reason, device_note = run_check(method, device, explicit)
     if reason is not None:
         return write_not_run(npz_path, perf_path, method, stratum, reason, run_device, shard=shard_info)
+    settings = resolve_settings(method, batching, batch_size, threads, artifacts)
+    batch_size, threads = settings["batch_size"], settings["threads"]
     t0 = time.perf_counter()
     bundle = as_bundle(model)
     backend = make_backend(method, bundle, layer=layer, threads=threads, device=run_device, artifacts=artifacts)
@@ -449,6 +498,8 @@ def infer_stratum(
             timings.append(t)
             result = result or out
         desc = backend.describe()
+        if settings["tuning"] is not None:
+            desc["tuning"] = settings["tuning"]
     finally:
         backend.close()
     timing = repeat_summary(timings)

@@ -56,6 +56,12 @@ def _artifact(method: str, artifacts) -> Path:
     return path
 
 
+def artifact_path(method: str, artifacts) -> Path:
+    """The artifact file of ``method`` among ``artifacts`` (a path, a list of paths, or a dict
+    method -> path); an InputError naming the rule that makes it where it is missing."""
+    return _artifact(method, artifacts)
+
+
 def make_backend(
     method: str,
     bundle_dir_or_bundle,
@@ -96,6 +102,7 @@ def make_backend(
 
 __all__ = [
     "ARTIFACT_NAMES",
+    "artifact_path",
     "Backend",
     "DEFAULT_BATCHING",
     "DEFAULT_BATCH_SIZE",
