@@ -39,6 +39,10 @@ SELECT_RULES = ("speed", "shift", "accuracy")
 DEFAULT_TUNE_BATCH_SIZES = (4, 8, 16, 32)
 #: metadata key of the int8 file holding the tuned batching, batch size and threads (JSON)
 TUNED_KEY = "netpert.tuned"
+#: candidates whose median time is within this fraction of the fastest's count as equally fast
+#: (timing noise on a shared machine: rounds of one candidate spread by several %); of those the
+#: most accurate is kept
+SPEED_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
@@ -550,7 +554,16 @@ def _passes(entry: dict, bar: dict) -> list[str]:
     return failed
 
 
-def _choose(candidates: dict, select: str) -> str | None:
+def as_fast(candidates: dict, tolerance: float = SPEED_TOLERANCE) -> list[str]:
+    """The passing candidates whose median time is within ``tolerance`` (relative) of the fastest's."""
+    passing = {k: v["seconds"] for k, v in candidates.items() if v.get("passed")}
+    if not passing:
+        return []
+    best = min(passing.values())
+    return [k for k, t in passing.items() if t <= best * (1 + tolerance)]
+
+
+def _choose(candidates: dict, select: str, tolerance: float = SPEED_TOLERANCE) -> str | None:
     passing = {k: v for k, v in candidates.items() if v.get("passed")}
     if not passing:
         return None
@@ -559,20 +572,29 @@ def _choose(candidates: dict, select: str) -> str | None:
     elif select == "shift":
         key = lambda k: (passing[k]["drift"]["shift_error_mixed_mean"], -passing[k]["mean_cosine"])  # noqa: E731
     else:
-        key = lambda k: (passing[k]["seconds"], -passing[k]["mean_cosine"])  # noqa: E731
+        # speed differences within the tolerance are timing noise: of those, the most accurate
+        passing = {k: passing[k] for k in as_fast(passing, tolerance)}
+        key = lambda k: (-passing[k]["mean_cosine"], -passing[k]["min_cosine"], passing[k]["seconds"])  # noqa: E731
     return min(passing, key=key)
 
 
-def _why(report: dict, chosen: str, select: str) -> str:
+def _why(report: dict, chosen: str, select: str, tolerance: float = SPEED_TOLERANCE) -> str:
     """In words: which candidate was kept and why (the figures it was chosen on)."""
     cands = report["candidates"]
     passing = [k for k, v in cands.items() if v.get("passed")]
     failed = {k: v.get("error") or "; ".join(v.get("failed", [])) for k, v in cands.items() if not v.get("passed")}
     c = cands[chosen]
     if select == "speed":
-        others = sorted((cands[k]["seconds"], k) for k in passing if k != chosen)
-        text = (f"{chosen}: the fastest of the {len(passing)} candidates meeting the bar on this CPU "
-                f"({c['seconds']:.3f} s median for the screens, {c['speed_vs_fp32']:.2f}x fp32")
+        tied = as_fast(cands, tolerance)
+        others = sorted((cands[k]["seconds"], k) for k in passing if k not in tied)
+        if len(tied) == 1:
+            text = (f"{chosen}: the fastest of the {len(passing)} candidates meeting the bar on this CPU "
+                    f"({c['seconds']:.3f} s median for the screens, {c['speed_vs_fp32']:.2f}x fp32")
+        else:
+            text = (f"{chosen}: of the {len(passing)} candidates meeting the bar, {len(tied)} were as fast on this CPU "
+                    f"(medians within {100 * tolerance:g}% of the fastest: "
+                    + ", ".join(f"{k} {cands[k]['seconds']:.3f} s" for k in sorted(tied, key=lambda k: cands[k]["seconds"]))
+                    + f"), and it is the most accurate of them (mean cosine {c['mean_cosine']:.6f})")
         text += f"; next {others[0][1]} {others[0][0]:.3f} s)" if others else ")"
     elif select == "accuracy":
         text = f"{chosen}: the highest mean cosine with fp32 ({c['mean_cosine']:.6f}) of the {len(passing)} meeting the bar"
@@ -613,6 +635,7 @@ def quantize_onnx(
     timing_rounds: int = 3,
     tune: bool = True,
     tune_batch_sizes=DEFAULT_TUNE_BATCH_SIZES,
+    speed_tolerance: float = SPEED_TOLERANCE,
 ) -> dict:
     """Quantise the fp32 ``src`` to int8 and keep in ``dst`` the fastest candidate meeting the bar.
 
@@ -633,7 +656,8 @@ def quantize_onnx(
         first two and the Spearman correlation of its perturbation shifts with fp32's meets the third.
     select
         Among passing candidates keep the ``"speed"`` one (default: the shortest median time for
-        the screens, measured here, in the ``onnx_int8`` method's batching), the best
+        the screens, measured here, in the ``onnx_int8`` method's batching; of candidates within
+        ``speed_tolerance`` of it, the most accurate: the highest mean cosine), the best
         ``"accuracy"`` (mean cosine), or the smallest ISP ``"shift"`` error against fp32 when a cell
         and its perturbations sit in different, mixed batches (needs ``drift``).
     threads
@@ -697,6 +721,7 @@ def quantize_onnx(
         "dst": dst.name,
         "bar": bar,
         "select": select,
+        "speed_tolerance": float(speed_tolerance),
         "threads": int(threads),
         "machine": {"cpu": cpu_summary(), "int8_kernel": int8_kernel()},
         "n_calibration_batches": len(calibration),
@@ -796,7 +821,7 @@ def quantize_onnx(
                         {**metadata, "netpert.precision": "int8", "netpert.quantization": name},
                     )
         select_used = select if drift or select != "shift" else "accuracy"
-        chosen = _choose(report["candidates"], select_used)
+        chosen = _choose(report["candidates"], select_used, speed_tolerance)
         report["select_used"] = select_used
         report["chosen"] = chosen
         if chosen is None:
@@ -814,11 +839,12 @@ def quantize_onnx(
                 "or leave onnx_int8 out of isp.methods",
                 report,
             )
-        report["why"] = _why(report, chosen, select_used)
+        report["why"] = _why(report, chosen, select_used, speed_tolerance)
         # dynamic scales depend on the batch: keep a cell and its perturbations in one batch
         report["recommended_batching"] = "cell" if parse_recipe(chosen).mode == "dynamic" else "any"
         if tune:
-            report["tuning"] = tune_file(tmp / f"{chosen}.onnx", screens, batching, threads, tune_batch_sizes, timing_rounds)
+            report["tuning"] = tune_file(tmp / f"{chosen}.onnx", screens, batching, threads, tune_batch_sizes, timing_rounds,
+                                         speed_tolerance)
         metadata.update({"netpert.precision": "int8", "netpert.quantization": chosen})
         if tune:
             t = report["tuning"]
@@ -829,10 +855,12 @@ def quantize_onnx(
     return report
 
 
-def tune_file(path, screens, batching: str, threads: int, batch_sizes=DEFAULT_TUNE_BATCH_SIZES, rounds: int = 3) -> dict:
+def tune_file(path, screens, batching: str, threads: int, batch_sizes=DEFAULT_TUNE_BATCH_SIZES, rounds: int = 3,
+              tolerance: float = SPEED_TOLERANCE) -> dict:
     """Time the ONNX file ``path`` on ``screens`` at every thread count up to ``threads`` and every
     batch size of ``batch_sizes`` that makes distinct batches (in ``batching``); returns the grid
-    (every round's seconds and the median) and the fastest setting, with the CPU it ran on."""
+    (every round's seconds and the median) and the fastest setting (of those within ``tolerance``
+    of the shortest median, the largest batches, then the most threads), with the CPU it ran on."""
     from netpert.isp.backends.onnx import OnnxBackend
     from netpert.machine import cpu_summary
 
@@ -863,7 +891,11 @@ def tune_file(path, screens, batching: str, threads: int, batch_sizes=DEFAULT_TU
          "seconds": float(np.median(timed[(t, b)]))}
         for (t, b) in runs
     ]
-    best = min(grid, key=lambda g: (g["seconds"], -g["batch_size"], g["threads"]))
+    fastest = min(g["seconds"] for g in grid)
+    # settings within the tolerance of the fastest are as fast as the timing can tell: of those the
+    # one splitting cells least, then with the most threads
+    tied = [g for g in grid if g["seconds"] <= fastest * (1 + tolerance)]
+    best = max(tied, key=lambda g: (g["batch_size"], g["threads"]))
     slowest = max(g["seconds"] for g in grid)
     return {
         "batching": batching,
@@ -873,8 +905,12 @@ def tune_file(path, screens, batching: str, threads: int, batch_sizes=DEFAULT_TU
         "batch_sizes_same_batches": {str(k): v for k, v in same_as.items()},
         "grid": grid,
         "cpu": cpu_summary(),
-        "why": (f"{best['threads']} thread(s), batches of at most {best['batch_size']} ({batching}): the shortest median "
-                f"time of {len(grid)} settings ({best['seconds']:.3f} s; slowest {slowest:.3f} s)"),
+        "tolerance": float(tolerance),
+        "why": (f"{best['threads']} thread(s), batches of at most {best['batch_size']} ({batching}): "
+                + (f"the shortest median time of {len(grid)} settings ({best['seconds']:.3f} s; slowest {slowest:.3f} s)"
+                   if len(tied) == 1 else
+                   f"of the {len(tied)} of {len(grid)} settings within {100 * tolerance:g}% of the shortest median time "
+                   f"({fastest:.3f} s; slowest {slowest:.3f} s), the one with the largest batches, then the most threads")),
     }
 
 
