@@ -1,9 +1,11 @@
 """int8 quantisation of the exported ONNX encoder: recipes, calibration, batch-composition drift.
 
 :func:`quantize_onnx` quantises the fp32 file of :func:`netpert.isp.export.export_onnx` with
-ONNX Runtime's tools, scores every candidate recipe against fp32 on evaluation batches (cosine
-of the cell embeddings and the drift of a cell's embedding with the batch it sits in), and keeps
-the best one that meets the consistency bar.
+ONNX Runtime's tools, scores every candidate recipe against fp32 on evaluation batches and ISP
+screens (cosine of the cell embeddings, Spearman of the perturbation shifts, the drift of a
+cell's embedding with the batch it sits in), times every candidate on the screens on this
+machine, keeps the fastest one that meets the consistency bar, and tunes its batch size and
+threads (:func:`tune_file`, read back by :func:`read_tuning`).
 """
 
 from __future__ import annotations
@@ -484,15 +486,12 @@ def _screen_batches(screens, batching: str, batch_size: int):
 
 def _embed_screens(backend, screens, batches, index) -> list[np.ndarray]:
     """Cell embeddings of every screen (rows: the cell, then its perturbations)."""
-    out = [np.zeros((len(s), 0), dtype=np.float32) for s in screens]
     rows = {}
     for (ids, mask), idx in zip(batches, index):
         cell = backend.embed(ids, mask).cell
         for r, key in enumerate(idx):
             rows[key] = cell[r]
-    for g, screen in enumerate(screens):
-        out[g] = np.stack([rows[(g, k)] for k in range(len(screen))])
-    return out
+    return [np.stack([rows[(g, k)] for k in range(len(screen))]) for g, screen in enumerate(screens)]
 
 
 def _shifts(embedded) -> np.ndarray:

@@ -432,7 +432,9 @@ def infer_stratum(
     intent (``isp.device``); ``explicit``: the method was listed in ``isp.methods`` (not chosen
     by ``auto``). Where the method cannot run here (:func:`netpert.isp.methods.run_check`), the
     two files are "not run" records with the reason. ``batch_size`` / ``batching``: None takes
-    the method's (:data:`netpert.isp.methods.REGISTRY`). ``repeats`` (``isp.repeats``): the timed
+    the method's (:data:`netpert.isp.methods.REGISTRY`); a batch size ``auto`` the one its artifact
+    was tuned to, with its threads where fewer were faster (:func:`resolve_settings`; perf.json's
+    ``backend.tuning`` says which). ``repeats`` (``isp.repeats``): the timed
     screen runs this many times in the job; the record holds every repeat's wall and CPU time and
     the median (:func:`repeat_summary`). Returns the perf record."""
     if int(repeats) < 1:
