@@ -2,7 +2,7 @@
 
 :class:`Profiler` is a context manager: a daemon thread samples the process's resident memory
 (psutil) and, where a GPU exists, its utilisation and memory (pynvml, optional) every
-``interval`` seconds; at the end the CPU time used, ``resource.getrusage``'s peak RSS and
+``interval`` seconds; at the end the CPU time used, the process's own peak RSS (VmHWM on Linux, else ``resource.getrusage``) and
 torch's peak CUDA allocation are added. :func:`throughput` turns counts and seconds into rates.
 """
 
@@ -34,6 +34,19 @@ def _nvml():
 
 
 def _ru_maxrss_mb() -> float:
+    """This process's own peak resident memory (MB): VmHWM from /proc/self/status on Linux.
+
+    ``getrusage``'s ru_maxrss is the fallback elsewhere only: on Linux it keeps the peak of a
+    parent that spawned this process directly across exec (a 9 MB child of a 1 GB parent
+    reported 979 MB), so it is not the job's own number there.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # kilobytes on Linux, bytes on macOS
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
@@ -136,7 +149,7 @@ class Profiler:
 
     def summary(self) -> dict:
         """wall_s, cpu_time_s, cpu_percent (100 = one core busy), peak_rss_mb (sampled during
-        the block), ru_maxrss_mb (process lifetime peak), and a ``gpu`` dict (or None)."""
+        the block), ru_maxrss_mb (the process's own lifetime peak: VmHWM on Linux), and a ``gpu`` dict (or None)."""
         out = {
             "wall_s": float(self.wall_s),
             "cpu_time_s": float(self.cpu_time_s),

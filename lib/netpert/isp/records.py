@@ -45,7 +45,8 @@ class PerfRecord:
     ``cpu_percent`` the process's CPU time over wall time (100 = one core busy);
     ``other_load_cores`` the most CPU (in cores) the rest of the machine used during a repeat;
     ``peak_rss_mb`` the resident memory peak sampled during the screen, ``ru_maxrss_mb`` the
-    process's lifetime peak (model loading included).
+    process's own lifetime peak (model loading included; VmHWM on Linux, the name kept from
+    getrusage's field, which on Linux can carry a spawning parent's peak).
 
     ``shard``: set on the record of one shard (:data:`SHARD_KEYS`), None on a stratum's record;
     ``shards``: on a stratum's record merged from shards, one summary per shard

@@ -179,7 +179,7 @@ def summarize_stages(jobs: pd.DataFrame) -> pd.DataFrame:
 
 #: where each job's peak memory comes from (one source per job: the report shows one number)
 SNAKEMAKE_MEMORY = "Snakemake benchmark max_rss (sampled each second for 30 s, then every 30 s)"
-ISP_MEMORY = ("the job's own peak (getrusage ru_maxrss in its perf.json, as in the ISP methods table; "
+ISP_MEMORY = ("the job's own peak (VmHWM, ru_maxrss_mb in its perf.json, as in the ISP methods table; "
               "every shard is a job where isp.cells_per_job split a stratum)")
 
 

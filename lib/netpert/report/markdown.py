@@ -465,7 +465,7 @@ METHOD_COLUMNS = (
      "stratum, method and baseline compared pair by pair on the same cells"),
     ("peak_rss_mb", "peak memory (MB)", lambda r: fmt(r["peak_rss_mb"], 4),
      "the peak resident memory of the method's largest job, model loading included (the kernel's high-water mark "
-     "of its process, getrusage ru_maxrss): the largest over the strata, and over the shards where "
+     "of its process, VmHWM): the largest over the strata, and over the shards where "
      "`isp.cells_per_job` split a stratum; the Workflow stages table shows the same number for isp_infer"),
     ("gpu_peak_mem_mb", "peak GPU mem (MB)", lambda r: fmt(r["gpu_peak_mem_mb"], 4),
      "peak GPU memory allocated, the largest job's (over strata and shards)"),

@@ -142,7 +142,7 @@ def plot_memory(methods: pd.DataFrame, untrained: bool = False, machine: str | N
     has_gpu = "gpu_peak_mem_mb" in methods and methods["gpu_peak_mem_mb"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_gpu else 1, figsize=(10 if has_gpu else 6, 4.2), squeeze=False)
     panels = [("peak_rss_mb", "peak resident memory (MB)",
-               "Host memory: the largest job's peak RSS (getrusage)\n(over strata and, where a stratum was split, its shards)")]
+               "Host memory: the largest job's own peak RSS (VmHWM)\n(over strata and, where a stratum was split, its shards)")]
     if has_gpu:
         panels.append(("gpu_peak_mem_mb", "peak GPU memory (MB)", "GPU memory (peak allocated)"))
     for ax, (col, ylabel, title) in zip(axes[0], panels):
@@ -435,7 +435,7 @@ def plot_stage_time(stages: pd.DataFrame, machine: str | None = None):
     own = s["memory_source"] == ISP_MEMORY if "memory_source" in s else pd.Series(False, index=s.index)
     _annotate_bars(axes[1], bars, [(f"{v:.0f} MB" if np.isfinite(v) else "n/a") + (" *" if o else "")
                                    for v, o in zip(s["max_rss_mb"], own)], horizontal=True)
-    axes[1].set_xlabel("peak memory of the largest job (MB)" + ("\n* isp_infer: the job's own peak (getrusage),\nas in the methods table (each shard a job)"
+    axes[1].set_xlabel("peak memory of the largest job (MB)" + ("\n* isp_infer: the job's own peak (VmHWM),\nas in the methods table (each shard a job)"
                                                                if "memory_source" in s and (s["memory_source"] == ISP_MEMORY).any() else ""))
     axes[1].set_title("Peak memory per rule", fontsize=10)
     axes[0].set_yticks(y, s["stage"])
