@@ -4,10 +4,12 @@
 # started directly and stopped by the PIDs recorded in the state folder.
 #
 #   docs/slurm_local_cluster.sh start    install the packages if missing, write the config,
-#                                           start munged, slurmctld and slurmd, wait for the node
+#                                           start munged, slurmctld and slurmd, wait for the node;
+#                                           a cluster that was not running starts with an empty queue
+#                                           (an earlier run's leftover jobs and job steps are ended)
 #   docs/slurm_local_cluster.sh status   daemons, node state, queue (exit 0 only when the node is usable)
 #   docs/slurm_local_cluster.sh stop     cancel the cluster's jobs, stop the daemons it started by PID,
-#                                           remove its slurm.conf
+#                                           end job steps left behind, remove its slurm.conf
 #
 # The configuration is written to /etc/slurm/slurm.conf, the path every Slurm command (and the
 # `srun` that Snakemake's job step runs inside each job, which does not inherit SLURM_CONF) reads;
@@ -191,6 +193,26 @@ node_usable() {
   esac
 }
 
+descendants() {  # descendants PID: every process below PID, deepest first
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    descendants "$child"
+    echo "$child"
+  done
+}
+
+kill_stray_steps() {  # end job steps (slurmstepd and the jobs below it) that outlived their slurmd
+  # This machine's only slurm.conf is ours (own_config_or_none), so every slurmstepd on it is a step
+  # of this cluster; with slurmd and slurmctld gone, nothing else would ever end them.
+  local step pids
+  for step in $(pgrep -x slurmstepd 2>/dev/null); do
+    alive "$step" || continue  # a zombie is already dead
+    pids="$(descendants "$step" | tr '\n' ' ')$step"
+    log "ending a job step left by an earlier run: $(tr '\0' ' ' <"/proc/$step/cmdline" 2>/dev/null) (pids $pids)"
+    kill -KILL $pids 2>/dev/null || true
+  done
+}
+
 show_logs() {
   local f
   for f in munged.out slurmctld.log slurmctld.out slurmd.log slurmd.out; do
@@ -223,8 +245,12 @@ cmd_start() {
       { show_logs; die "munged did not come up within 15 s (logs above)"; }
   fi
   if ! pid_of slurmctld >/dev/null; then
-    # -i: ignore unreadable state from an earlier run rather than refusing to start
-    launch slurmctld slurmctld -D -i -f "$CONF"
+    # A cluster that is not running starts empty. An earlier run's daemons may have died without
+    # `stop` (a killed session, a reboot without clearing /tmp): its job steps may still run, and its
+    # saved state holds its queue, which -c clears (else those jobs, whose submitter is gone, run first
+    # and new jobs wait behind them for minutes); -i: ignore unreadable state rather than refuse to start.
+    pid_of slurmd >/dev/null || kill_stray_steps
+    launch slurmctld slurmctld -D -c -i -f "$CONF"
     wait_for 30 scontrol ping ||
       { show_logs; die "slurmctld did not answer within 30 s (logs above)"; }
   else
@@ -267,6 +293,7 @@ cmd_stop() {
     rm -f "$STATE/pids/$name.pid"
     log "stopped $name (pid $pid)"
   done
+  own_config_or_none && kill_stray_steps
   if [ -e "$CONF" ] && own_config_or_none; then rm -f "$CONF"; fi
   [ $any = 1 ] || log "nothing running"
 }
