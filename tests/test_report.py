@@ -932,3 +932,10 @@ def test_report_marks_strata_without_master_regulators(tmp_path):
     md = out.markdown.read_text()
     assert "`viper__master_regulators.png`: no stratum has a master regulator" in md
     assert "Master regulators in 0 of 2 strata with a network" in md
+
+
+def test_counts_in_sentences_take_the_singular_for_one():
+    assert markdown.count(1, "edge") == "1 edge"
+    assert markdown.count(0, "edge") == "0 edges"
+    assert markdown.count(556, "edge") == "556 edges"
+    assert markdown.count(float("nan"), "regulon") == "n/a regulons"

@@ -46,6 +46,12 @@ def fmt(v, digits: int = 3, unit: str = "") -> str:
     return f"{text}{unit}"
 
 
+def count(v, noun: str) -> str:
+    """A count with its noun, singular for exactly one ("1 edge", "2 edges"; "n/a edges" when missing)."""
+    text = fmt(v)
+    return f"{text} {noun}" if text == "1" else f"{text} {noun}s"
+
+
 def fmt_cos(v) -> str:
     """A cosine / correlation near 1, with enough digits to see the distance from 1."""
     try:
@@ -232,11 +238,11 @@ def reading_networks(data: ReportData) -> str:
     if big["n_edges"] == small["n_edges"]:
         if big["n_edges"] == 0:
             return f"Every network ({len(n)}) is empty: no edge passed ARACNe's threshold and the bootstrap consensus."
-        return f"Every network ({len(n)}) has {int(big['n_edges'])} edges."
-    text = (f"{labels.get(big['stratum'], big['stratum'])} has the largest network ({int(big['n_edges'])} edges, "
-            f"{fmt(big['n_regulators'])} regulators)")
+        return f"Every network ({len(n)}) has {count(int(big['n_edges']), 'edge')}."
+    text = (f"{labels.get(big['stratum'], big['stratum'])} has the largest network ({count(int(big['n_edges']), 'edge')}, "
+            f"{count(big['n_regulators'], 'regulator')})")
     if len(n) > 1:
-        text += f"; {labels.get(small['stratum'], small['stratum'])} the smallest ({int(small['n_edges'])} edges)"
+        text += f"; {labels.get(small['stratum'], small['stratum'])} the smallest ({count(int(small['n_edges']), 'edge')})"
     return text + "."
 
 
@@ -249,10 +255,10 @@ def reading_network_strata(data: ReportData) -> str:
     empty, unbuilt = t[t["outcome"] == "empty"], t[t["outcome"] == "not built"]
     text = f"Networks: {len(has)} of {len(t)} strata have one"
     if len(has):
-        text += " (" + "; ".join(f"{r.cell_type}: {fmt(r.edges)} edges, {fmt(r.regulons)} regulons" for r in has.itertuples()) + ")"
+        text += " (" + "; ".join(f"{r.cell_type}: {count(r.edges, 'edge')}, {count(r.regulons, 'regulon')}" for r in has.itertuples()) + ")"
     if len(empty):
         text += (f"; {len(empty)} built but kept no regulon, so skipped (" +
-                 "; ".join(f"{r.cell_type}: {fmt(r.edges)} edges" for r in empty.itertuples()) + ")")
+                 "; ".join(f"{r.cell_type}: {count(r.edges, 'edge')}" for r in empty.itertuples()) + ")")
     if len(unbuilt):
         text += f"; {len(unbuilt)} not built (" + "; ".join(f"{r.cell_type}: {r.reason or 'skipped'}" for r in unbuilt.itertuples()) + ")"
     return text + "."
