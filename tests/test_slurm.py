@@ -435,7 +435,7 @@ def test_cluster_whose_daemons_died_starts_again_with_an_empty_queue(slurm_clust
     cpus = slurm_cluster["cpus"]
     marker = f"netpert-stale-{os.getpid()}"
     old = [
-        _slurm("sbatch", "--parsable", "-c", str(cpus), "-J", marker, "--wrap", "sleep 600").strip()
+        _slurm("sbatch", "--parsable", "-c", str(cpus), "-J", marker, "-o", str(tmp_path / "old-%j.out"), "--wrap", "sleep 600").strip()
         for _ in range(3)
     ]
     assert _wait_for_state(old[0], "RUNNING", 120) == "RUNNING", _cluster_report(old[0])
