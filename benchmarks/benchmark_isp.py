@@ -65,7 +65,6 @@ if __name__ == "__main__":
     _cap_isa(sys.argv)
 
 import argparse  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -86,42 +85,6 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "av
 
 
 # --------------------------------------------------------------------------- the CPU
-
-
-def cpuinfo_fields(text: str | None = None) -> dict:
-    """The first core's "key: value" fields of /proc/cpuinfo (lower-case keys)."""
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            text = ""
-    out = {}
-    for line in text.splitlines():
-        if not line.strip() and out:
-            break
-        key, sep, value = line.partition(":")
-        if sep:
-            out.setdefault(key.strip().lower(), value.strip())
-    return out
-
-
-def cpu_clock(cpuinfo: str | None = None, lscpu: str | None = None) -> tuple[float | None, str]:
-    """The clock the peak is computed at (MHz) and where it comes from: ``lscpu``'s "CPU max MHz"
-    where it has one (the highest clock the cores run at), else /proc/cpuinfo's "cpu MHz" of the
-    first core (on a VM usually the nominal clock: the real one may be higher under boost)."""
-    if lscpu is None:
-        try:
-            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"}).stdout
-        except (OSError, subprocess.SubprocessError):
-            lscpu = ""
-    for line in lscpu.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() == "cpu max mhz" and value.strip():
-            return float(value), "lscpu 'CPU max MHz'"
-    mhz = cpuinfo_fields(cpuinfo).get("cpu mhz")
-    if mhz:
-        return float(mhz), "/proc/cpuinfo 'cpu MHz' (first core; lscpu gives no max MHz here)"
-    return None, "no clock found"
 
 
 def cpu_peak(flags, cores: int, mhz: float, vendor: str = "", family: int | None = None) -> dict:
@@ -196,16 +159,16 @@ def machine_header(threads: int) -> tuple[list[str], dict]:
     import torch
 
     from netpert.isp.quantize import int8_kernel
-    from netpert.machine import cpu_flags, cpu_summary
+    from netpert.machine import cpu_clock, cpu_field, cpu_flags, cpu_summary
 
-    info = cpuinfo_fields()
+    vendor, family, model = (cpu_field(k) or "" for k in ("vendor_id", "cpu family", "model"))
     flags = cpu_flags()
     mhz, source = cpu_clock()
-    family = int(info["cpu family"]) if info.get("cpu family", "").isdigit() else None
-    peak = cpu_peak(flags, threads, mhz, info.get("vendor_id", ""), family) if mhz else None
+    family = int(family) if family.isdigit() else None
+    peak = cpu_peak(flags, threads, mhz, vendor, family) if mhz else None
     capped = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
     lines = [
-        f"# CPU: {cpu_summary()}; vendor {info.get('vendor_id', '?')} family {family} model {info.get('model', '?')}",
+        f"# CPU: {cpu_summary()}; vendor {vendor or '?'} family {family} model {model or '?'}",
         f"# SIMD flags: {' '.join(f for f in SIMD_FLAGS if f in flags) or 'none'}",
         f"# ONNX Runtime int8 kernel (MLAS, by CPUID; no option caps it): {int8_kernel(flags)}",
         f"# torch {torch.__version__} CPU capability: {torch.backends.cpu.get_cpu_capability()}"

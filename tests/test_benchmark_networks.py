@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -15,16 +11,11 @@ from scipy.stats import spearmanr
 
 from netpert.aracne import benchmarking as B
 from netpert.aracne.simulate import simulate_network
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_utils import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmark_networks", ROOT / "benchmarks" / "benchmark_networks.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_networks"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("benchmark_networks")
 
 
 # --------------------------------------------------------------------------------------------- scoring

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_utils import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmark_isp", ROOT / "benchmarks" / "benchmark_isp.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_isp"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("benchmark_isp")
 
 
 def test_peak_from_cores_clock_and_vector_width():
@@ -37,11 +28,12 @@ def test_peak_from_cores_clock_and_vector_width():
 
 
 def test_clock_source():
-    B = _script()
-    assert B.cpu_clock("cpu MHz\t\t: 2596.130\n", "CPU max MHz:   3700.0000\n") == (3700.0, "lscpu 'CPU max MHz'")
-    mhz, source = B.cpu_clock("processor\t: 0\ncpu MHz\t\t: 2596.130\n\nprocessor\t: 1\ncpu MHz\t\t: 1800.0\n", "Model name: X\n")
+    from netpert.machine import cpu_clock
+
+    assert cpu_clock("cpu MHz\t\t: 2596.130\n", "CPU max MHz:   3700.0000\n") == (3700.0, "lscpu 'CPU max MHz'")
+    mhz, source = cpu_clock("processor\t: 0\ncpu MHz\t\t: 2596.130\n\nprocessor\t: 1\ncpu MHz\t\t: 1800.0\n", "Model name: X\n")
     assert mhz == 2596.13 and source.startswith("/proc/cpuinfo 'cpu MHz'")
-    assert B.cpu_clock("", "")[0] is None
+    assert cpu_clock("", "")[0] is None
 
 
 def test_multiply_adds_counted_from_the_architecture_equal_torchs_count():

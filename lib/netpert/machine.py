@@ -35,13 +35,39 @@ def _cpuinfo_field(text: str, names: tuple[str, ...]) -> str | None:
     return next((fields[n] for n in names if n in fields), None)
 
 
+def _lscpu() -> str:
+    """What ``lscpu`` prints (C locale), or "" where it is missing or fails."""
+    if not shutil.which("lscpu"):
+        return ""
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, env=dict(os.environ, LC_ALL="C")).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_field(name: str, cpuinfo: str | None = None) -> str | None:
+    """One field of ``/proc/cpuinfo`` (its first core's; ``name`` lower-case, e.g. "vendor_id",
+    "cpu family"), None where it is missing."""
+    return _cpuinfo_field(_read_text("/proc/cpuinfo") if cpuinfo is None else cpuinfo, (name,))
+
+
+def cpu_clock(cpuinfo: str | None = None, lscpu: str | None = None) -> tuple[float | None, str]:
+    """The clock a peak is computed at (MHz) and where it comes from: ``lscpu``'s "CPU max MHz"
+    where it has one (the highest clock the cores run at), else /proc/cpuinfo's "cpu MHz" of the
+    first core (on a VM usually the nominal clock: the real one may be higher under boost)."""
+    mhz = _cpuinfo_field(_lscpu() if lscpu is None else lscpu, ("cpu max mhz",))
+    if mhz:
+        return float(mhz), "lscpu 'CPU max MHz'"
+    mhz = cpu_field("cpu mhz", cpuinfo)
+    if mhz:
+        return float(mhz), "/proc/cpuinfo 'cpu MHz' (first core; lscpu gives no max MHz here)"
+    return None, "no clock found"
+
+
 def cpu_model(cpuinfo: str | None = None, lscpu: str | None = None) -> str | None:
     """The CPU's model name: ``lscpu`` "Model name", else ``/proc/cpuinfo`` "model name", else platform."""
-    if lscpu is None and shutil.which("lscpu"):
-        try:
-            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, env=dict(os.environ, LC_ALL="C")).stdout
-        except (OSError, subprocess.SubprocessError):
-            lscpu = ""
+    if lscpu is None:
+        lscpu = _lscpu()
     name = _cpuinfo_field(lscpu or "", ("model name",))
     if name is None:
         text = _read_text("/proc/cpuinfo") if cpuinfo is None else cpuinfo

@@ -69,7 +69,7 @@ def isp_infer_runtime(wildcards):
     share = shard_share(
         stratum_cells(wildcards.stratum),
         isp["cells_per_stratum"],
-        isp["cells_per_job"],
+        ISP_CELLS_PER_JOB,
         int(wildcards.shard),
     )
     return max(ISP_INFER_MIN_RUNTIME, math.ceil(ISP_INFER_RUNTIME * share))

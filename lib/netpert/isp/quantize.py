@@ -447,7 +447,7 @@ def int8_kernel(flags=None) -> str:
     from netpert.machine import cpu_flags
 
     flags = set(cpu_flags() if flags is None else flags)
-    if {"avx512_vnni", "avx512bw"} <= flags or "avx512_vnni" in flags:
+    if "avx512_vnni" in flags:
         return "u8s8 AVX-512 VNNI (vpdpbusd, 32-bit accumulation: no saturation)"
     if "avx_vnni" in flags:
         return "u8s8 AVX-VNNI (vpdpbusd on 256 bits: no saturation)"
@@ -841,12 +841,10 @@ def quantize_onnx(
         report["why"] = _why(report, chosen, select_used, speed_tolerance)
         # dynamic scales depend on the batch: keep a cell and its perturbations in one batch
         report["recommended_batching"] = "cell" if parse_recipe(chosen).mode == "dynamic" else "any"
-        if tune:
-            report["tuning"] = tune_file(tmp / f"{chosen}.onnx", screens, batching, threads, tune_batch_sizes, timing_rounds,
-                                         speed_tolerance)
         metadata.update({"netpert.precision": "int8", "netpert.quantization": chosen})
         if tune:
-            t = report["tuning"]
+            t = report["tuning"] = tune_file(tmp / f"{chosen}.onnx", screens, batching, threads, tune_batch_sizes,
+                                             timing_rounds, speed_tolerance)
             metadata[TUNED_KEY] = json.dumps({k: t[k] for k in ("batching", "batch_size", "threads", "threads_tried", "cpu")})
         with atomic_path(dst) as out:
             write_single_file(tmp / f"{chosen}.onnx", out, metadata)

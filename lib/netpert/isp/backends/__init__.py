@@ -36,7 +36,7 @@ def method_available(method: str, device: str) -> tuple[bool, str]:
     return get_method(method).check(device)
 
 
-def _artifact(method: str, artifacts) -> Path:
+def artifact_path(method: str, artifacts) -> Path:
     """The artifact file of ``method`` from ``artifacts`` (a path, a list of paths, or a dict)."""
     record = get_method(method)
     if artifacts is None or (not isinstance(artifacts, (str, Path, Mapping)) and len(artifacts) == 0):
@@ -54,12 +54,6 @@ def _artifact(method: str, artifacts) -> Path:
     if not path.is_file():
         raise InputError(f"artifact for method {method} not found: {path} (run the {record.artifact_rule} rule)")
     return path
-
-
-def artifact_path(method: str, artifacts) -> Path:
-    """The artifact file of ``method`` among ``artifacts`` (a path, a list of paths, or a dict
-    method -> path); an InputError naming the rule that makes it where it is missing."""
-    return _artifact(method, artifacts)
 
 
 def make_backend(
@@ -89,7 +83,7 @@ def make_backend(
 
     bundle = as_bundle(bundle_dir_or_bundle)
     index = resolve_layer(layer, bundle.n_layers)
-    path = _artifact(method, artifacts) if record.artifact else None
+    path = artifact_path(method, artifacts) if record.artifact else None
     backend = record.factory(bundle, layer=layer, device=device, threads=threads, artifact=path)
     baked = getattr(backend, "layer", None) if path is not None else None
     if baked is not None and int(baked) != index:
