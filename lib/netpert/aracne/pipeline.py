@@ -318,7 +318,8 @@ def stratum_consensus(
     if status["regulons"] == 0:
         reason = (
             f"no regulon reaches {min_targets} targets: the consensus network of stratum '{stratum}' "
-            f"({n_samples} samples) has {len(net)} edges, the largest regulator {largest} targets"
+            f"({n_samples} samples) has {len(net)} edge{'' if len(net) == 1 else 's'}, the largest regulator "
+            f"{largest} target{'' if largest == 1 else 's'}"
         )
         advice = (
             "give the stratum more cells, loosen the threshold (aracne.fdr, or aracne.pvalue with aracne.fdr: null), "
