@@ -155,7 +155,8 @@ def _timed(fn) -> float:
 
 
 def machine_header(threads: int) -> tuple[list[str], dict]:
-    """The header lines about the CPU, and the peaks (for the rows' percentages)."""
+    """The header lines about the CPU, and the peaks (for the rows' percentages) with the measured
+    GEMM ceiling (``ceiling``: int8 GOP/s and fp32 GFLOP/s) where ONNX Runtime is installed."""
     import torch
 
     from netpert.isp.quantize import int8_kernel
@@ -181,19 +182,20 @@ def machine_header(threads: int) -> tuple[list[str], dict]:
             f"# peak int8 ({threads} threads): {peak['int8_formula']}",
             f"#   ({peak['isa_bits']}-bit instructions on a {peak['datapath_bits']}-bit datapath)",
         ]
+    peak = dict(peak or {})
     try:
-        ceiling = gemm_ceiling(threads)
+        ceiling = peak["ceiling"] = gemm_ceiling(threads)
         lines.append(
             f"# measured ceiling, ONNX Runtime GEMM 2048x1024x1024, {threads} threads: int8 {ceiling['int8']:.0f} GOP/s"
-            + (f" ({100 * ceiling['int8'] / peak['int8_gops']:.0f}% of the int8 peak)" if peak else "")
-            + f", fp32 {ceiling['fp32']:.0f} GFLOP/s" + (f" ({100 * ceiling['fp32'] / peak['fp32_gflops']:.0f}% of the fp32 peak)" if peak else "")
+            + (f" ({100 * ceiling['int8'] / peak['int8_gops']:.0f}% of the int8 peak)" if "int8_gops" in peak else "")
+            + f", fp32 {ceiling['fp32']:.0f} GFLOP/s" + (f" ({100 * ceiling['fp32'] / peak['fp32_gflops']:.0f}% of the fp32 peak)" if "fp32_gflops" in peak else "")
         )
-        if peak and ceiling["fp32"] > peak["fp32_gflops"]:
+        if "fp32_gflops" in peak and ceiling["fp32"] > peak["fp32_gflops"]:
             lines.append(f"#   the fp32 GEMM beats the fp32 peak at {mhz:.0f} MHz: the cores run faster than that clock (boost), "
                          "so the % of peak below are upper bounds")
     except ImportError:  # onnxruntime missing: no ceiling
         pass
-    return lines, peak or {}
+    return lines, peak
 
 
 # --------------------------------------------------------------------------- data
@@ -462,8 +464,8 @@ def run(args) -> tuple[pd.DataFrame, list[str]]:
                 "perturbations_per_s": res.n_perturbations / float(np.median(walls)),
                 "gmacs_per_screen": work["total"] / 1e9,
                 "gops": gops,
-                "pct_int8_peak": 100 * gops / peak["int8_gops"] if peak and int8 else np.nan,
-                "pct_fp32_peak": 100 * gops / peak["fp32_gflops"] if peak and not int8 else np.nan,
+                "pct_int8_peak": 100 * gops / peak["int8_gops"] if "int8_gops" in peak and int8 else np.nan,
+                "pct_fp32_peak": 100 * gops / peak["fp32_gflops"] if "fp32_gflops" in peak and not int8 else np.nan,
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in summaries),
                 "model_mb": sizes[m],
                 "cpu_percent": float(np.median([r["cpu_percent"] for r in summaries])),
@@ -474,6 +476,8 @@ def run(args) -> tuple[pd.DataFrame, list[str]]:
             }
         )
     for m, why in notes.items():
+        if m not in wanted:  # onnx exported only as onnx_int8's source
+            continue
         if not any(r["name"] == m for r in rows):
             rows.append({"name": m, "size": size, "seconds": np.nan, "ratio": np.nan, "agreement": np.nan, "note": f"not run: {why}"})
         else:
@@ -486,7 +490,24 @@ def run(args) -> tuple[pd.DataFrame, list[str]]:
         f"matrices, int8 in onnx_int8; {enc['attention'] / 1e9:.1f} in attention, float everywhere); "
         f"baseline's full forward {macs['full']['total'] / 1e9:.1f} GMAC (masked-LM head {macs['full']['head'] / 1e9:.1f})"
     )
+    int8_row = next((r for r in rows if r["name"] == "onnx_int8" and np.isfinite(r.get("seconds", np.nan))), None)
+    if int8_row is not None and "ceiling" in peak:
+        header.append(int8_bound(enc, peak["ceiling"], float(np.median(base_walls)), int8_row["seconds"]))
     return pd.DataFrame(rows), header
+
+
+def int8_bound(encoder_macs: dict, ceiling: dict, baseline_s: float, measured_s: float) -> str:
+    """The fastest onnx_int8 could run the screen on this CPU: its weight products at the measured
+    int8 GEMM ceiling, its (float) attention at the measured fp32 ceiling, nothing else costing time."""
+    linear_s = 2 * encoder_macs["linear"] / (ceiling["int8"] * 1e9)
+    attention_s = 2 * encoder_macs["attention"] / (ceiling["fp32"] * 1e9)
+    bound = linear_s + attention_s
+    return (
+        f"# bound for onnx_int8 here: weight products at the int8 ceiling ({linear_s:.3f} s) + attention at the fp32 "
+        f"ceiling ({attention_s:.3f} s), nothing else costing time = {bound:.3f} s = at most {baseline_s / bound:.1f}x "
+        f"baseline ({baseline_s:.2f} s); measured {measured_s:.3f} s = {baseline_s / measured_s:.1f}x, "
+        f"{100 * bound / measured_s:.0f}% of the bound's speed"
+    )
 
 
 def main(argv=None) -> int:
@@ -530,7 +551,7 @@ def main(argv=None) -> int:
     with pd.option_context("display.width", 300, "display.max_columns", 30, "display.max_colwidth", 90):
         print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"# size: {table['size'].iloc[0]}")
-    print(header[-1])
+    print("\n".join(line for line in header if line.startswith(("# work per screen", "# bound"))))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)

@@ -58,3 +58,12 @@ def test_multiply_adds_counted_from_the_architecture_equal_torchs_count():
         model(input_ids=ids, attention_mask=mask)
     full = encoder_macs(config, [37, 37], mlm_head=True)
     assert counter.get_total_flops() == 2 * full["total"] and full["head"] == 2 * 37 * (64 * 64 + 64 * 200)
+
+
+def test_int8_bound_puts_products_at_the_int8_ceiling_and_attention_at_the_fp32_ceiling():
+    B = _script()
+    # 100 GMAC in weight products at 500 GOP/s = 0.4 s; 10 GMAC of attention at 100 GFLOP/s = 0.2 s
+    line = B.int8_bound({"linear": 100e9, "attention": 10e9}, {"int8": 500.0, "fp32": 100.0}, baseline_s=12.0, measured_s=1.2)
+    assert "(0.400 s)" in line and "(0.200 s)" in line
+    assert "= 0.600 s = at most 20.0x baseline (12.00 s)" in line
+    assert "measured 1.200 s = 10.0x, 50% of the bound's speed" in line
