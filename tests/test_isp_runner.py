@@ -194,6 +194,10 @@ def test_not_run_records(model_dir, tmp_path, monkeypatch):
         bad = tmp_path / "bad.perf.json"
         bad.write_text(json.dumps({"method": "x", "stratum": "y", "wall_time_s": 1}))
         read_perf(bad)
+    # a record written before process_peak_rss_mb had its name still reads, under the new name
+    old = tmp_path / "old.perf.json"
+    old.write_text(json.dumps({"method": "x", "stratum": "y", "ru_maxrss_mb": 812.5}))
+    assert read_perf(old).process_peak_rss_mb == 812.5
 
 
 def test_bad_batches(bundle):
@@ -258,7 +262,7 @@ def test_profiler_measures():
         for _ in range(30):
             x = x @ x / 300
     s = prof.summary()
-    assert s["wall_s"] > 0 and s["peak_rss_mb"] > 10 and s["ru_maxrss_mb"] >= s["peak_rss_mb"] * 0.5
+    assert s["wall_s"] > 0 and s["peak_rss_mb"] > 10 and s["process_peak_rss_mb"] >= s["peak_rss_mb"] * 0.5
     assert s["cpu_time_s"] >= 0 and s["gpu"] is None
     assert throughput(10, 5, 15, 2.0) == {"perturbations_per_s": 5.0, "cells_per_s": 2.5, "sequences_per_s": 7.5}
 

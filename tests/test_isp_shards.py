@@ -168,7 +168,7 @@ def test_split_equals_unsplit_bit_for_bit_in_batches_of_one(setup, method):
     assert merged.wall_s == pytest.approx(sum(p.wall_s for p in shards))
     assert merged.cpu_time_s == pytest.approx(sum(p.cpu_time_s for p in shards))
     assert merged.peak_rss_mb == max(p.peak_rss_mb for p in shards)
-    assert merged.ru_maxrss_mb == max(p.ru_maxrss_mb for p in shards)
+    assert merged.process_peak_rss_mb == max(p.process_peak_rss_mb for p in shards)
     assert merged.perturbations_per_s == pytest.approx(merged.n_perturbations / merged.wall_s)
     assert merged.shard is None and [s["index"] for s in merged.shards] == list(range(5))
 
@@ -184,7 +184,7 @@ def test_split_metrics_equal_unsplit_bit_for_bit_in_batches_of_one(setup):
     for method in METHODS:
         shards = [json.loads(p.read_text()) for p in sorted((setup["dir"] / "one_s" / method / "T_cell").glob("*.perf.json"))]
         assert table.loc[(method, "all"), "wall_s"] == pytest.approx(sum(p["wall_s"] for p in shards))
-        assert table.loc[(method, "all"), "peak_rss_mb"] == pytest.approx(max(p["ru_maxrss_mb"] for p in shards))
+        assert table.loc[(method, "all"), "peak_rss_mb"] == pytest.approx(max(p["process_peak_rss_mb"] for p in shards))
 
 
 def test_batches_kept_whole_stay_bit_for_bit(setup):
@@ -257,14 +257,14 @@ def test_merged_perf_sums_times_and_keeps_the_largest_memory(tmp_path):
         info = {"index": k, "n_shards": 2, "first_cell": 2 * k, "n_cells": 2, "cells_in_stratum": 4, "cells_per_job": 2}
         return PerfRecord(method="onnx", stratum="B", n_cells=2, n_perturbations=6, n_sequences=8, wall_s=wall,
                           wall_with_warmup_s=wall + 1, cpu_time_s=2 * wall, cpu_percent=200.0, peak_rss_mb=rss,
-                          ru_maxrss_mb=rss + 10, repeats=2, wall_repeats_s=[wall, wall + 1], cpu_repeats_s=[1.0, 2.0],
+                          process_peak_rss_mb=rss + 10, repeats=2, wall_repeats_s=[wall, wall + 1], cpu_repeats_s=[1.0, 2.0],
                           padding_fraction=0.5, mean_length=10.0, max_length=12 + k, n_batches=2, skipped={"delete:A": k},
                           machine={"cpu": cpu}, shard=info, **kw)
 
     merged = merge_perfs([shard(0, 2.0, 500.0, "cpu A"), shard(1, 3.0, 700.0, "cpu B", other_load_cores=0.5)])
     assert (merged.wall_s, merged.wall_with_warmup_s, merged.cpu_time_s) == (5.0, 7.0, 10.0)
     assert merged.wall_repeats_s == [5.0, 7.0] and merged.cpu_repeats_s == [2.0, 4.0] and merged.repeats == 2
-    assert (merged.peak_rss_mb, merged.ru_maxrss_mb, merged.other_load_cores) == (700.0, 710.0, 0.5)
+    assert (merged.peak_rss_mb, merged.process_peak_rss_mb, merged.other_load_cores) == (700.0, 710.0, 0.5)
     assert merged.perturbations_per_s == pytest.approx(12 / 5) and merged.cpu_percent == pytest.approx(200.0)
     assert (merged.n_cells, merged.n_sequences, merged.n_batches, merged.max_length) == (4, 16, 4, 13)
     assert merged.padding_fraction == pytest.approx(0.5) and merged.mean_length == pytest.approx(10.0)

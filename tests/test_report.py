@@ -171,7 +171,7 @@ def make_results(root: Path, trained: bool = False, n_cells: int = 4, n_pert: in
                 skipped={str(lab): 0 for lab in labels}, wall_s=wall, cpu_time_s=0.95 * wall, cpu_percent=95.0,
                 repeats=3, wall_repeats_s=[0.9 * wall, wall, 1.3 * wall], cpu_repeats_s=[0.9 * wall, 0.95 * wall, wall],
                 other_load_cores=0.8 if method == "onnx" else 0.0,
-                peak_rss_mb=rss + 10 * k, ru_maxrss_mb=rss + 50 + 10 * k, perturbations_per_s=n_p / wall,
+                peak_rss_mb=rss + 10 * k, process_peak_rss_mb=rss + 50 + 10 * k, perturbations_per_s=n_p / wall,
                 cells_per_s=n_cells / wall, sequences_per_s=(n_cells + n_p) / wall, load_s=0.1,
                 batching="length_sorted", batch_size=32, threads=1, layer=-2,
                 backend={"method": method, "device": "cpu", "runtime": "test runtime 1.0",

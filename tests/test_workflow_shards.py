@@ -83,7 +83,7 @@ def test_tiny_run_split_into_shards_equals_the_unsplit_run(tiny_run, tmp_path):
             if not merged.ran:
                 continue
             assert merged.wall_s == pytest.approx(sum(p.wall_s for p in parts))
-            assert merged.ru_maxrss_mb == max(p.ru_maxrss_mb for p in parts)
+            assert merged.process_peak_rss_mb == max(p.process_peak_rss_mb for p in parts)
             u, s = read_result(ref / "isp" / method / f"{slug}.npz"), read_result(res / "isp" / method / f"{slug}.npz")
             for name in EXACT_ALWAYS:
                 np.testing.assert_array_equal(s[name], u[name], err_msg=f"{method} {slug} {name}")
@@ -117,7 +117,7 @@ def test_tiny_run_split_into_shards_equals_the_unsplit_run(tiny_run, tmp_path):
             continue
         parts = [read_perf(p) for p in sorted((res / "isp" / method).glob("*/shard_*.perf.json"))]
         assert report.loc[method, "wall_s"] == pytest.approx(sum(p.wall_s for p in parts), rel=1e-6)
-        assert report.loc[method, "peak_rss_mb"] == pytest.approx(max(p.ru_maxrss_mb for p in parts), rel=1e-6)
+        assert report.loc[method, "peak_rss_mb"] == pytest.approx(max(p.process_peak_rss_mb for p in parts), rel=1e-6)
     stages = pd.read_csv(res / "report" / "stages.csv").set_index("rule")
     assert all(p.exists() for p in unsplit)  # the earlier plan's files, not read
     assert stages.loc["isp_infer", "n_jobs"] == len(methods) * sum(shards.values())

@@ -4,7 +4,7 @@ Writes ``isp/metrics.tsv`` (layout: :data:`netpert.isp.records.METRICS_COLUMNS`)
 method and stratum, and one per method over all strata (``stratum == "all"``), with
 
 - performance from ``perf.json`` (wall time, perturbations/s, cells/s, the job's peak RSS:
-  ``ru_maxrss_mb``, the kernel's high-water mark of the job's process);
+  ``process_peak_rss_mb``, the kernel's high-water mark of the job's process);
 - consistency with ``baseline`` (:func:`netpert.isp.metrics.consistency`) and ``passes_bar``;
 - effect sizes (mean 1 - cosine of perturbed vs original cell, mean cell shift);
 - embedding quality (:func:`netpert.isp.metrics.embedding_quality`) for the perturbation label
@@ -118,7 +118,7 @@ def _perf_row(perfs: list[PerfRecord]) -> dict:
         "other_load_cores": max(loads) if loads else float("nan"),
         "perturbations_per_s": n_p / wall if wall > 0 else float("nan"),
         "cells_per_s": n_c / wall if wall > 0 else float("nan"),
-        "peak_rss_mb": peak(p.ru_maxrss_mb for p in perfs),  # the job's exact peak, not a sample
+        "peak_rss_mb": peak(p.process_peak_rss_mb for p in perfs),  # the job's exact peak, not a sample
         "cpu_percent": sum(c * w for c, w in cpu) / sum(w for _, w in cpu) if cpu else float("nan"),
         "gpu_peak_mem_mb": peak(p.gpu_peak_mem_mb for p in perfs),
         "trained": all(bool(p.trained) for p in perfs),

@@ -33,7 +33,7 @@ def _nvml():
     return pynvml
 
 
-def _ru_maxrss_mb() -> float:
+def _process_peak_rss_mb() -> float:
     """This process's own peak resident memory (MB): VmHWM from /proc/self/status on Linux.
 
     ``getrusage``'s ru_maxrss is the fallback elsewhere only: on Linux it keeps the peak of a
@@ -149,13 +149,13 @@ class Profiler:
 
     def summary(self) -> dict:
         """wall_s, cpu_time_s, cpu_percent (100 = one core busy), peak_rss_mb (sampled during
-        the block), ru_maxrss_mb (the process's own lifetime peak: VmHWM on Linux), and a ``gpu`` dict (or None)."""
+        the block), process_peak_rss_mb (the process's own lifetime peak: VmHWM on Linux), and a ``gpu`` dict (or None)."""
         out = {
             "wall_s": float(self.wall_s),
             "cpu_time_s": float(self.cpu_time_s),
             "cpu_percent": float(100.0 * self.cpu_time_s / self.wall_s) if self.wall_s > 0 else None,
             "peak_rss_mb": float(max(self.rss_samples)) if self.rss_samples else None,
-            "ru_maxrss_mb": float(_ru_maxrss_mb()),
+            "process_peak_rss_mb": float(_process_peak_rss_mb()),
             "rss_samples": len(self.rss_samples),
             "other_load_cores": self.other_load_cores(),
             "gpu": None,

@@ -44,9 +44,9 @@ class PerfRecord:
     and ``cpu_repeats_s`` every repeat's wall and CPU seconds, in order);
     ``cpu_percent`` the process's CPU time over wall time (100 = one core busy);
     ``other_load_cores`` the most CPU (in cores) the rest of the machine used during a repeat;
-    ``peak_rss_mb`` the resident memory peak sampled during the screen, ``ru_maxrss_mb`` the
-    process's own lifetime peak (model loading included; VmHWM on Linux, the name kept from
-    getrusage's field, which on Linux can carry a spawning parent's peak).
+    ``peak_rss_mb`` the resident memory peak sampled during the screen, ``process_peak_rss_mb`` the
+    process's own lifetime peak (model loading included): VmHWM on Linux, getrusage's ru_maxrss
+    elsewhere (on Linux that one can carry a spawning parent's peak).
 
     ``shard``: set on the record of one shard (:data:`SHARD_KEYS`), None on a stratum's record;
     ``shards``: on a stratum's record merged from shards, one summary per shard
@@ -71,7 +71,7 @@ class PerfRecord:
     cpu_time_s: float | None = None
     cpu_percent: float | None = None
     peak_rss_mb: float | None = None
-    ru_maxrss_mb: float | None = None
+    process_peak_rss_mb: float | None = None
     repeats: int = 1
     wall_repeats_s: list = field(default_factory=list)
     cpu_repeats_s: list = field(default_factory=list)
@@ -122,7 +122,7 @@ PERF_FIELDS = tuple(f.name for f in dataclasses.fields(PerfRecord))
 SHARD_KEYS = ("index", "n_shards", "first_cell", "n_cells", "cells_in_stratum", "cells_per_job")
 #: one shard in a merged record's ``shards``
 SHARD_SUMMARY_KEYS = ("index", "first_cell", "n_cells", "n_perturbations", "status", "reason", "device", "wall_s",
-                      "cpu_time_s", "peak_rss_mb", "ru_maxrss_mb", "gpu_peak_mem_mb", "cpu")
+                      "cpu_time_s", "peak_rss_mb", "process_peak_rss_mb", "gpu_peak_mem_mb", "cpu")
 
 
 def write_perf(path, record: PerfRecord) -> None:
@@ -137,7 +137,9 @@ def read_perf(path) -> PerfRecord:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read ISP timing {path}: {exc} (delete it and rerun isp_infer)") from exc
-    unknown = sorted(set(data) - set(PERF_FIELDS))
+    if isinstance(data, dict) and "ru_maxrss_mb" in data and "process_peak_rss_mb" not in data:
+        data["process_peak_rss_mb"] = data.pop("ru_maxrss_mb")  # the field's name in records before 2026-12-08
+    unknown = sorted(set(data) - set(PERF_FIELDS)) if isinstance(data, dict) else []
     if unknown or not isinstance(data, dict) or "method" not in data or "stratum" not in data:
         raise InputError(
             f"{path} is not a netpert perf record (unknown fields {unknown}, or no method/stratum): "

@@ -399,7 +399,7 @@ def repeat_summary(timings: Sequence[Mapping]) -> dict:
         cpu_repeats_s=cpus,
         wall_with_warmup_s=float(timings[0]["wall_with_warmup_s"]),
         peak_rss_mb=max(peaks) if peaks else None,
-        ru_maxrss_mb=max(float(t["ru_maxrss_mb"]) for t in timings),
+        process_peak_rss_mb=max(float(t["process_peak_rss_mb"]) for t in timings),
         other_load_cores=max(loads) if loads else None,
     )
     return out
@@ -522,7 +522,7 @@ def infer_stratum(
         n_sequences=result.stats["n_sequences"],
         n_skipped=int(sum(result.skipped.values())),
         skipped=result.skipped,
-        **{k: timing[k] for k in ("wall_s", "wall_with_warmup_s", "cpu_time_s", "cpu_percent", "peak_rss_mb", "ru_maxrss_mb",
+        **{k: timing[k] for k in ("wall_s", "wall_with_warmup_s", "cpu_time_s", "cpu_percent", "peak_rss_mb", "process_peak_rss_mb",
                                   "repeats", "wall_repeats_s", "cpu_repeats_s", "other_load_cores")},
         **throughput(n_pert, n_cells, result.stats["n_sequences"], timing["wall_s"]),
         gpu=timing.get("gpu"),

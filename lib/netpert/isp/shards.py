@@ -157,7 +157,7 @@ def _summary(p: PerfRecord) -> dict:
     out = {
         "index": p.shard["index"], "first_cell": p.shard["first_cell"], "n_cells": p.shard["n_cells"],
         "n_perturbations": p.n_perturbations, "status": p.status, "reason": p.reason, "device": p.device,
-        "wall_s": p.wall_s, "cpu_time_s": p.cpu_time_s, "peak_rss_mb": p.peak_rss_mb, "ru_maxrss_mb": p.ru_maxrss_mb,
+        "wall_s": p.wall_s, "cpu_time_s": p.cpu_time_s, "peak_rss_mb": p.peak_rss_mb, "process_peak_rss_mb": p.process_peak_rss_mb,
         "gpu_peak_mem_mb": p.gpu_peak_mem_mb, "cpu": (p.machine or {}).get("cpu"),
     }
     assert tuple(out) == SHARD_SUMMARY_KEYS
@@ -229,7 +229,7 @@ def merge_perfs(parts: Sequence[PerfRecord]) -> PerfRecord:
         cpu_time_s=_sum(p.cpu_time_s for p in parts),
         cpu_percent=_weighted((p.cpu_percent, p.wall_s) for p in parts),
         peak_rss_mb=_max(p.peak_rss_mb for p in parts),
-        ru_maxrss_mb=_max(p.ru_maxrss_mb for p in parts),
+        process_peak_rss_mb=_max(p.process_peak_rss_mb for p in parts),
         repeats=first.repeats,
         wall_repeats_s=[float(sum(w)) for w in zip(*(p.wall_repeats_s for p in parts))],
         cpu_repeats_s=[float(sum(c)) for c in zip(*(p.cpu_repeats_s for p in parts))],

@@ -179,16 +179,16 @@ def summarize_stages(jobs: pd.DataFrame) -> pd.DataFrame:
 
 #: where each job's peak memory comes from (one source per job: the report shows one number)
 SNAKEMAKE_MEMORY = "Snakemake benchmark max_rss (sampled each second for 30 s, then every 30 s)"
-ISP_MEMORY = ("the job's own peak (VmHWM, ru_maxrss_mb in its perf.json, as in the ISP methods table; "
+ISP_MEMORY = ("the job's own peak (VmHWM, process_peak_rss_mb in its perf.json, as in the ISP methods table; "
               "every shard is a job where isp.cells_per_job split a stratum)")
 
 
 def one_memory_per_job(stages: pd.DataFrame, perf: pd.DataFrame) -> pd.DataFrame:
     """``stages`` with ``memory_source``: isp_infer's peak memory is the jobs' own exact peak
-    (``ru_maxrss_mb`` of their perf records: the number the ISP methods table shows) where they
+    (``process_peak_rss_mb`` of their perf records: the number the ISP methods table shows) where they
     recorded one, every other rule's Snakemake's sampled ``max_rss``."""
     stages = stages.assign(memory_source=SNAKEMAKE_MEMORY)
-    own = pd.to_numeric(perf["ru_maxrss_mb"], errors="coerce").dropna() if "ru_maxrss_mb" in perf else pd.Series([])
+    own = pd.to_numeric(perf["process_peak_rss_mb"], errors="coerce").dropna() if "process_peak_rss_mb" in perf else pd.Series([])
     row = stages["stage"] == "isp_infer"
     if row.any() and not own.empty:
         stages.loc[row, "max_rss_mb"] = float(own.max())
