@@ -43,6 +43,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from netpert.jit import njit
+
 log = logging.getLogger(__name__)
 
 #: bump when a simulator's definition changes (part of the cache key)
@@ -400,7 +402,7 @@ class SergioModel:
         return (np.ascontiguousarray(state.T) if backend == "numba" else X), types
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True)
 def _chains_kernel(state, types, Z, is_mr, rates, decay, ptr, reg, k, n, hn, dt, noise_s):  # pragma: no cover - compiled
     C, G = state.shape
     S = Z.shape[0]

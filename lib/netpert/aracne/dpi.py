@@ -26,8 +26,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from netpert.jit import njit
 
-@numba.njit(cache=True)
+
+@njit(cache=True)
 def _csr(src, dst, n_genes):
     key = src * n_genes + dst
     order = np.argsort(key, kind="mergesort")
@@ -39,7 +41,7 @@ def _csr(src, dst, n_genes):
     return order, ptr
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _find(targets, lo, hi, t):
     # binary search of t in the sorted targets[lo:hi]; returns position or -1
     while lo < hi:
@@ -54,7 +56,7 @@ def _find(targets, lo, hi, t):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _dpi_edge(e, a, b, tftf, t_sorted, m_sorted, ptr, factor, remove):
     # the triangles of regulator edge e = (a -> b) with MI tftf over the common targets of a and b
     if a > b:
@@ -85,14 +87,14 @@ def _dpi_edge(e, a, b, tftf, t_sorted, m_sorted, ptr, factor, remove):
             j += 1
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _dpi_par(s_sorted, t_sorted, m_sorted, ptr, is_reg, factor, remove):
     for e in numba.prange(s_sorted.shape[0]):
         if is_reg[t_sorted[e]] and s_sorted[e] != t_sorted[e]:
             _dpi_edge(e, s_sorted[e], t_sorted[e], m_sorted[e], t_sorted, m_sorted, ptr, factor, remove)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _dpi_ser(s_sorted, t_sorted, m_sorted, ptr, is_reg, factor, remove):
     for e in range(s_sorted.shape[0]):
         if is_reg[t_sorted[e]] and s_sorted[e] != t_sorted[e]:

@@ -29,6 +29,7 @@ from scipy.stats import rankdata
 
 from netpert.aracne.prepare import _PARALLEL_MIN_WORK, _invert_row, check_perm, rank_matrix, resample_csr, sort_rows
 from netpert.errors import InputError
+from netpert.jit import njit
 
 #: copula: a gene with fewer nonzero values than this among a network's samples is left out of that
 #: network (scored 0, as a constant gene). Genes seen in a handful of cells tie at zero everywhere
@@ -98,7 +99,7 @@ def depth_basis(sub: np.ndarray) -> np.ndarray:
     return u[:, sv > 1e-8 * sv[0]]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g):
     # normal scores of gene g's resample from its sorted samples: a run of equal values (ties, or a
     # sample drawn several times) holding c of the resample's values after r smaller ones has the
@@ -132,13 +133,13 @@ def _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g):
         i = i1 + 1
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _scores_par(values, order, perm, has_perm, start, items, lut, z, sub):
     for g in numba.prange(values.shape[0]):
         _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _scores_ser(values, order, perm, has_perm, start, items, lut, z, sub):
     for g in range(values.shape[0]):
         _scores_row(values, order, perm, has_perm, start, items, lut, z, sub, g)

@@ -32,6 +32,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
+from netpert.jit import njit
+
 #: chi-square (3 degrees of freedom, 95%) cut-off hard-coded in ARACNe-AP
 CHI2_CUTOFF = 7.815
 #: genes per parallel work item of the numba block kernel
@@ -138,7 +140,7 @@ def _popcount(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def interval_lut(n, depth):
     """Index of the depth-``depth`` interval of [0, n] holding each rank 0..n (midpoint halving)."""
     lut = np.empty(n + 1, np.int32)
@@ -158,7 +160,7 @@ def interval_lut(n, depth):
     return lut
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _bitsets_row(ranks, g, lut2, lut3, out):
     for s in range(ranks.shape[1]):
         r = ranks[g, s]
@@ -168,13 +170,13 @@ def _bitsets_row(ranks, g, lut2, lut3, out):
         out[g, 4 + lut3[r], w] |= bit
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _bitsets_par(ranks, lut2, lut3, out):
     for g in numba.prange(ranks.shape[0]):
         _bitsets_row(ranks, g, lut2, lut3, out)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _bitsets_ser(ranks, lut2, lut3, out):
     for g in range(ranks.shape[0]):
         _bitsets_row(ranks, g, lut2, lut3, out)
@@ -192,7 +194,7 @@ def rank_bitsets(ranks: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _pair_count(bsx, i, bsy, j):
     c = np.uint64(0)
     for w in range(bsx.shape[1]):
@@ -200,7 +202,7 @@ def _pair_count(bsx, i, bsy, j):
     return np.int64(c)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _info_nb(c, wx, wy):
     if c == 0:
         return 0.0
@@ -208,7 +210,7 @@ def _info_nb(c, wx, wy):
     return cf * math.log(cf / (float(wx) * float(wy)))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _count_column(ybx, xs, xe, yl, yh, sy):
     """Points with x rank in [xs, xe] and y rank in [yl, sy] (low) and (sy, yh] (high)."""
     low = 0
@@ -220,7 +222,7 @@ def _count_column(ybx, xs, xe, yl, yh, sy):
     return low, high
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def apmi_kernel(x, y, bsx, bsy, ws_ybx, frames, accs, hist):
     """APMI of rank vectors ``x`` and ``y`` using their interval bitsets and caller-provided scratch space.
 
@@ -350,7 +352,7 @@ def apmi_kernel(x, y, bsx, bsy, ws_ybx, frames, accs, hist):
     return total / n + math.log(n)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _scratch(n):
     return (
         np.empty(n + 1, np.int32),
@@ -360,7 +362,7 @@ def _scratch(n):
     )
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _all_permutations(ranks):
     # every row a permutation of 1..n or of 0..n-1 (what the kernel requires)
     n = ranks.shape[1]
@@ -389,13 +391,13 @@ def check_ranks(ranks: np.ndarray) -> np.ndarray:
     return ranks
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _apmi_numba(x, y, bsx, bsy):
     ybx, frames, accs, hist = _scratch(x.shape[0])
     return apmi_kernel(x, y, bsx, bsy, ybx, frames, accs, hist)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _mi_block_item(ranks, bits, reg_rows, out, item, n_blocks):
     # one (regulator, block of genes) work item; scratch space allocated once per item
     n_genes = ranks.shape[0]
@@ -413,13 +415,13 @@ def _mi_block_item(ranks, bits, reg_rows, out, item, n_blocks):
             out[i, g] = apmi_kernel(x, ranks[g], bx, bits[g], ybx, frames, accs, hist)
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _mi_block_par(ranks, bits, reg_rows, out, n_blocks):
     for item in numba.prange(reg_rows.shape[0] * n_blocks):
         _mi_block_item(ranks, bits, reg_rows, out, item, n_blocks)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _mi_block_ser(ranks, bits, reg_rows, out, n_blocks):
     for item in range(reg_rows.shape[0] * n_blocks):
         _mi_block_item(ranks, bits, reg_rows, out, item, n_blocks)
@@ -440,7 +442,7 @@ def mi_block_numba(ranks: np.ndarray, bits: np.ndarray, reg_rows: np.ndarray) ->
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _mi_pairs_par(ranks, bits, rows_a, rows_b, out):
     n_pairs = rows_a.shape[0]
     block = 256

@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from netpert.errors import InputError
+from netpert.jit import njit
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +224,18 @@ def effective_samples(n: int, resampling: str | None, fraction: float = SUBSAMPL
 # --------------------------------------------------------------------------------------------
 # ranking
 # --------------------------------------------------------------------------------------------
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _sort_row(values, out, g):
     out[g] = np.argsort(values[g])  # equal values end up adjacent, all the rankings need
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _sort_rows_par(values, out):
     for g in numba.prange(values.shape[0]):
         _sort_row(values, out, g)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _sort_rows_ser(values, out):
     for g in range(values.shape[0]):
         _sort_row(values, out, g)
@@ -266,19 +267,19 @@ def check_perm(perm, values: np.ndarray) -> np.ndarray:
     return perm
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _source_position(perm, has_perm, g, s, pinv):
     # position j of the (permuted) row at which sample s of gene g lies
     return pinv[s] if has_perm else s
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _invert_row(perm, g, pinv):
     for j in range(perm.shape[1]):
         pinv[perm[g, j]] = j
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row0, g):
     # ARACNe ranks (1 = largest) of the resample of gene row0+g: walk its sorted samples from the
     # largest value down; a run of equal values (ties, or a sample drawn several times) is ordered
@@ -331,13 +332,13 @@ def _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row
         i = i0 - 1
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _rank_block_par(values, order, perm, has_perm, start, items, keys, out, row0):
     for g in numba.prange(keys.shape[0]):
         _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row0, g)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _rank_block_ser(values, order, perm, has_perm, start, items, keys, out, row0):
     for g in range(keys.shape[0]):
         _rank_row_sorted(values, order, perm, has_perm, start, items, keys, out, row0, g)

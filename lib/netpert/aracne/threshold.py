@@ -58,6 +58,7 @@ from netpert._io import atomic_path, json_default, reading
 from netpert.aracne import timing
 from netpert.aracne.mi import _scratch, apmi_kernel, apmi_python, rank_bitsets
 from netpert.errors import InputError
+from netpert.jit import njit
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ _JAVA_MASK = (1 << 48) - 1
 # --------------------------------------------------------------------------------------------
 # java.util.Random (for the ARACNe-AP compatible null)
 # --------------------------------------------------------------------------------------------
-@numba.njit(cache=True)
+@njit(cache=True)
 def _java_next(state, bits):
     state[0] = (state[0] * _JAVA_MULT + 0xB) & _JAVA_MASK
     v = (state[0] >> (48 - bits)) & 0xFFFFFFFF
@@ -89,7 +90,7 @@ def _java_next(state, bits):
     return v
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _java_next_int(state, bound):
     if (bound & -bound) == bound:
         return (bound * _java_next(state, 31)) >> 31
@@ -100,7 +101,7 @@ def _java_next_int(state, bound):
             return val
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def aracne_ap_null_vectors(n, n_vectors, seed):
     """ARACNe-AP's null rank vectors: 0..n-1 shuffled by 10*n swaps each, ``java.util.Random(seed)``."""
     state = np.empty(1, np.int64)
@@ -128,7 +129,7 @@ def fit_null_vectors(n: int, n_vectors: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # all-pairs APMI
 # --------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _all_pairs_numba(vectors, bits):
     k = vectors.shape[0]
     n = vectors.shape[1]
@@ -287,7 +288,7 @@ def inverted_cdf_positions(n: int, q: np.ndarray) -> np.ndarray:
     return np.clip(pos, 0, n - 1)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _radix_sort(values):
     # LSD radix sort of float64 by their IEEE bits made order-preserving (sign bit flipped for
     # positives, all bits for negatives), 16-bit digits: 4 passes of a histogram and a scatter

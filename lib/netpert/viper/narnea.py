@@ -35,10 +35,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from scipy.special import log_ndtr
 from scipy.stats import rankdata
 
+from netpert.jit import njit
 from netpert.viper._kernels import _rank_codes_row, rank_scratch
 
 #: pyviper's stand-in for a mode of regulation of exactly +-1 (keeps the undirected part alive)
