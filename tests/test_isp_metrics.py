@@ -165,3 +165,28 @@ def test_evaluate_run_writes_metrics_atomically_and_reports_bad_timing_files(tmp
     with pytest.raises(InputError, match="cannot read ISP timing"):
         evaluate_run(npz, perf, out2)
     assert not out2.exists()
+
+
+def test_speedup_of_a_stratum_without_perturbations_counts_and_keeps_the_overall_inside_its_range():
+    """A stratum whose cells are embedded but have no perturbations (no master regulators there) is
+    timed too: its speedup is the ratio of times, and the row over all strata, whose times include
+    it, lies inside the range over the strata (the default run showed 7.7x [7.77-9.03x] before)."""
+    rng = np.random.default_rng(3)
+    results, perfs = {}, {}
+    walls = {"A": (9.0, 1.0), "B": (10.0, 1.1), "C": (14.0, 2.2)}  # baseline, fast
+    for s, (b, f) in walls.items():
+        base = screen(rng, n_targets=0 if s == "C" else 3)
+        n_p = len(base["perturbation"])
+        results[("baseline", s)] = base
+        results[("fast", s)] = dict(base, original=base["original"] * 1.0001)
+        perfs[("baseline", s)] = PerfRecord("baseline", s, wall_s=b, n_perturbations=n_p, n_cells=6, trained=False)
+        perfs[("fast", s)] = PerfRecord("fast", s, wall_s=f, n_perturbations=n_p, n_cells=6, trained=False)
+    t = evaluate(results, perfs, seed=0).set_index(["method", "stratum"])
+    assert t.loc[("fast", "C"), "n_perturbations"] == 0
+    assert t.loc[("fast", "C"), "speedup"] == pytest.approx(14.0 / 2.2)
+    assert t.loc[("fast", "A"), "speedup"] == pytest.approx(9.0)
+    overall = t.loc[("fast", "all")]
+    assert overall["speedup"] == pytest.approx(33.0 / 4.3)
+    assert overall["speedup"] == pytest.approx(overall["perturbations_per_s"] / t.loc[("baseline", "all"), "perturbations_per_s"])
+    assert overall["speedup_min"] <= overall["speedup"] <= overall["speedup_max"]
+    assert overall["speedup_min"] == pytest.approx(14.0 / 2.2) and overall["speedup_max"] == pytest.approx(10.0 / 1.1)

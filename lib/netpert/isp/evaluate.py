@@ -125,13 +125,13 @@ def _perf_row(perfs: list[PerfRecord]) -> dict:
     }
 
 
-def _speedup_ranges(table: pd.DataFrame, base: pd.DataFrame) -> None:
+def _speedup_ranges(table: pd.DataFrame, base: pd.DataFrame, same: pd.Series) -> None:
     """``speedup_min`` / ``speedup_max``, pair by pair against the baseline on the same stratum:
     in a stratum's row the method's slowest repeat against the baseline's fastest and the other
     way round (the same perturbations, so the ratio of times); in the row over all strata the
-    smallest and largest of the strata's speedups (each job measured under its own load)."""
+    smallest and largest of the strata's speedups (each job measured under its own load). ``same``:
+    the rows that did the baseline's work (its cells and perturbations)."""
     strata = table["stratum"] != OVERALL
-    same = table["stratum"].map(base["n_perturbations"]) == table["n_perturbations"]
     table.loc[strata, "speedup_min"] = (table["stratum"].map(base["wall_min_s"]) / table["wall_max_s"]).where(same)
     table.loc[strata, "speedup_max"] = (table["stratum"].map(base["wall_max_s"]) / table["wall_min_s"]).where(same)
     per = table[strata].groupby("method")["speedup"]
@@ -193,8 +193,16 @@ def evaluate(
     table["speedup"] = table["speedup_min"] = table["speedup_max"] = np.nan
     if has_baseline:
         base = table[table["method"] == BASELINE].set_index("stratum")
-        table["speedup"] = table["perturbations_per_s"] / table["stratum"].map(base["perturbations_per_s"])
-        _speedup_ranges(table, base)
+        # on the same work (the baseline's cells and perturbations) the ratio of times, which equals
+        # the ratio of perturbation rates and stays defined for a stratum without perturbations
+        # (its cells are still embedded and timed), so the row over all strata, whose times include
+        # such strata, lies inside its range over the strata
+        same = (table["stratum"].map(base["n_perturbations"]) == table["n_perturbations"]) & (
+            table["stratum"].map(base["n_cells"]) == table["n_cells"])
+        by_time = table["stratum"].map(base["wall_s"]) / table["wall_s"]
+        by_rate = table["perturbations_per_s"] / table["stratum"].map(base["perturbations_per_s"])
+        table["speedup"] = by_time.where(same, by_rate)
+        _speedup_ranges(table, base, same)
     quality = [c for c in table.columns if c not in METRICS_COLUMNS]
     return table[[*METRICS_COLUMNS, *quality]]
 

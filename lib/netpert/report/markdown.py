@@ -467,8 +467,9 @@ METHOD_COLUMNS = (
      "perturbations over the median time"),
     ("speedup", "speedup [range over strata]",
      lambda r: fmt(r["speedup"], 3, "x") + _range(_get(r, "speedup_min"), _get(r, "speedup_max"), 3, "x"),
-     "perturbations per second over the baseline's; in brackets the smallest and largest speedup of one "
-     "stratum, method and baseline compared pair by pair on the same cells"),
+     "perturbations per second over the baseline's, i.e. the baseline's time over the method's on the same work "
+     "(a stratum without perturbations counts by the time to embed its cells); in brackets the smallest and largest "
+     "speedup of one stratum, method and baseline compared pair by pair on the same cells"),
     ("peak_rss_mb", "peak memory (MB)", lambda r: fmt(r["peak_rss_mb"], 4),
      "the peak resident memory of the method's largest job, model loading included (the kernel's high-water mark "
      "of its process, VmHWM): the largest over the strata, and over the shards where "
