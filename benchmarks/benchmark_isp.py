@@ -276,7 +276,8 @@ def onnx_artifacts(bundle, tmp: Path, methods, tokens, specs, layer: int, thread
     t0 = time.perf_counter()
     exported = export_onnx(bundle.model, tmp / "model.onnx", layer=layer, threads=threads)
     paths["onnx"] = tmp / "model.onnx"
-    notes["onnx"] = f"export {time.perf_counter() - t0:.1f} s ({exported.get('exporter')}, max diff {exported.get('max_abs_diff', float('nan')):.2g})"
+    if "onnx" in methods:  # else exported only as onnx_int8's source: no row of its own
+        notes["onnx"] = f"export {time.perf_counter() - t0:.1f} s ({exported.get('exporter')}, max diff {exported.get('max_abs_diff', float('nan')):.2g})"
     if "onnx_int8" in methods:
         tok_path = tmp / "tokens.parquet"
         meta = {"stratum": "benchmark", "max_len": int(bundle.max_len), "special_tokens": bool(tokens.info.get("special_tokens", False))}
@@ -476,8 +477,6 @@ def run(args) -> tuple[pd.DataFrame, list[str]]:
             }
         )
     for m, why in notes.items():
-        if m not in wanted:  # onnx exported only as onnx_int8's source
-            continue
         if not any(r["name"] == m for r in rows):
             rows.append({"name": m, "size": size, "seconds": np.nan, "ratio": np.nan, "agreement": np.nan, "note": f"not run: {why}"})
         else:
